@@ -1,0 +1,1 @@
+"""idp: an identity provider for microservice platforms."""

@@ -1,0 +1,467 @@
+"""The `idp` command. Thin: it parses arguments, then calls the same services as the API."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, TypeVar
+
+import typer
+from alembic import command
+from alembic.config import Config
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from idp.configuration.database import Database, is_unavailable
+from idp.configuration.exceptions import IdpError
+from idp.configuration.logging import configure_logging
+from idp.configuration.settings import Settings, get_settings
+from idp.schemas.roles import RoleCreate
+from idp.schemas.users import UserCreate
+from idp.services import roles as roles_service
+from idp.services import users as users_service
+from idp.services.keys import KeyRecord, KeyStore
+
+T = TypeVar("T")
+
+# Locals in tracebacks could show passwords: never print them.
+app = typer.Typer(
+    help="idp: identity provider for microservice platforms.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+db_app = typer.Typer(help="Database migrations (Alembic).", no_args_is_help=True)
+users_app = typer.Typer(help="Manage users.", no_args_is_help=True)
+roles_app = typer.Typer(help="Manage roles.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+app.add_typer(users_app, name="users")
+keys_app = typer.Typer(
+    help="Manage the signing keys (next -> active -> retired -> removed).", no_args_is_help=True
+)
+app.add_typer(roles_app, name="roles")
+app.add_typer(keys_app, name="keys")
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def fail(message: str) -> typer.Exit:
+    """Print one clear line to stderr; the caller raises the returned Exit(1)."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(1)
+
+
+def load_settings() -> Settings:
+    try:
+        return get_settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"IDP_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        raise fail(f"invalid settings: {problems}") from None
+
+
+def run_in_session(work: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
+    """Run `work` in one committed unit of work; operator mistakes become one line, exit 1."""
+    settings = load_settings()
+
+    async def main() -> T:
+        database = Database(settings)
+        try:
+            async with database.session() as session:
+                return await work(session, settings)
+        finally:
+            await database.dispose()
+
+    try:
+        return asyncio.run(main())
+    except IdpError as exc:
+        raise fail(exc.message) from None
+    except ValidationError as exc:
+        raise fail(
+            "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+        ) from None
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise fail(f"database unreachable ({type(exc).__name__})") from None
+        raise
+
+
+def validation_message(exc: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def validated(model: type[M], **values: object) -> M:
+    """Build an input model; invalid input is one line and exit 1, like any operator mistake."""
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        raise fail(validation_message(exc)) from None
+
+
+def read_password(confirm: bool = True) -> str:
+    """A password from a hidden prompt on a terminal, else the first line of stdin; never argv."""
+    if sys.stdin.isatty():
+        value: str = typer.prompt("Password", hide_input=True, confirmation_prompt=confirm)
+        return value
+    line = sys.stdin.readline()
+    if not line:
+        raise fail("no password on standard input")
+    return line.rstrip("\r\n")
+
+
+# serve ---------------------------------------------------------------------------------------
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Serve the HTTP API with uvicorn (creates the keystore on first run)."""
+    import uvicorn
+
+    settings = load_settings()
+    configure_logging(settings.log_level, settings.log_format)
+    if settings.bootstrap_admin_username:
+        bootstrap_admin(generate=False, quiet=True)
+    uvicorn.run(
+        "idp.main:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_config=None,
+        proxy_headers=True,
+        server_header=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+# db ------------------------------------------------------------------------------------------
+
+
+def alembic_config() -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.attributes["database_url"] = load_settings().database_url
+    return config
+
+
+def run_alembic(action: Callable[[], None]) -> None:
+    try:
+        action()
+    except Exception as exc:
+        if is_unavailable(exc):
+            raise fail(f"database unreachable ({type(exc).__name__})") from None
+        raise fail(f"{type(exc).__name__}: {exc}") from None
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
+    """Migrate the database up to REVISION (default: head)."""
+    run_alembic(lambda: command.upgrade(alembic_config(), revision))
+
+
+@db_app.command("downgrade")
+def db_downgrade(revision: str) -> None:
+    """Migrate the database down to REVISION (`base` removes everything)."""
+    run_alembic(lambda: command.downgrade(alembic_config(), revision))
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Show the database's current revision."""
+    run_alembic(lambda: command.current(alembic_config(), verbose=False))
+
+
+# users ---------------------------------------------------------------------------------------
+
+
+@users_app.command("create")
+def users_create(
+    username: str,
+    email: Annotated[str, typer.Option(help="The user's email address.")],
+    role: Annotated[list[str] | None, typer.Option(help="Role to grant; repeatable.")] = None,
+    no_password: Annotated[bool, typer.Option(help="Create without a password.")] = False,
+) -> None:
+    """Create a user; the password comes from a hidden prompt or stdin."""
+    password = None if no_password else read_password()
+    data = validated(
+        UserCreate, username=username, email=email, password=password, roles=role or []
+    )
+
+    async def work(session: AsyncSession, settings: Settings) -> None:
+        user = await users_service.create_user(session, settings, data)
+        typer.echo(f"created user {user.username} ({user.id})")
+
+    run_in_session(work)
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List users with their roles."""
+
+    async def work(session: AsyncSession, _settings: Settings) -> None:
+        offset = 0
+        typer.echo(f"{'username':<24} {'email':<32} {'active':<6} roles")
+        while True:
+            page, total = await users_service.list_users(session, limit=500, offset=offset)
+            for user in page:
+                roles = ",".join(role.name for role in user.roles)
+                typer.echo(f"{user.username:<24} {user.email:<32} {user.is_active!s:<6} {roles}")
+            offset += len(page)
+            if not page or offset >= total:
+                break
+
+    run_in_session(work)
+
+
+@users_app.command("disable")
+def users_disable(username: str) -> None:
+    """Disable a user: no more logins, refresh tokens end."""
+
+    async def work(session: AsyncSession, settings: Settings) -> None:
+        user = await users_service.get_by_username(session, username)
+        await users_service.set_active(session, user, False)
+        typer.echo(f"disabled {user.username}")
+
+    run_in_session(work)
+
+
+@users_app.command("enable")
+def users_enable(username: str) -> None:
+    """Enable a disabled user."""
+
+    async def work(session: AsyncSession, settings: Settings) -> None:
+        user = await users_service.get_by_username(session, username)
+        await users_service.set_active(session, user, True)
+        typer.echo(f"enabled {user.username}")
+
+    run_in_session(work)
+
+
+@users_app.command("set-password")
+def users_set_password(username: str) -> None:
+    """Set a user's password from a hidden prompt or stdin."""
+    password = read_password()
+
+    async def work(session: AsyncSession, settings: Settings) -> None:
+        user = await users_service.get_by_username(session, username)
+        await users_service.set_password(session, settings, user, password)
+        typer.echo(f"password set for {user.username}")
+
+    run_in_session(work)
+
+
+@users_app.command("ensure-admin")
+def users_ensure_admin(
+    generate: Annotated[
+        bool, typer.Option(help="Generate a password (shown once) when none is configured.")
+    ] = False,
+) -> None:
+    """Create the bootstrap admin from IDP_BOOTSTRAP_ADMIN_* when no active admin exists."""
+    bootstrap_admin(generate=generate, quiet=False)
+
+
+def bootstrap_admin(*, generate: bool, quiet: bool) -> None:
+    settings = load_settings()
+    password = (
+        settings.bootstrap_admin_password.get_secret_value()
+        if settings.bootstrap_admin_password
+        else None
+    )
+    if password is None and not generate:
+        if not quiet:
+            typer.echo("no IDP_BOOTSTRAP_ADMIN_PASSWORD set; nothing to do (or use --generate)")
+        return
+    username = settings.bootstrap_admin_username or "admin"
+    email = settings.bootstrap_admin_email or f"{username}@localhost.localdomain"
+
+    async def work(session: AsyncSession, s: Settings) -> str | None:
+        if await users_service.admin_exists(session):
+            return None
+        generated = await users_service.ensure_admin(
+            session, s, username=username, email=email, password=password
+        )
+        return generated or ""
+
+    outcome = run_in_session(work)
+    if outcome is None:
+        if not quiet:
+            typer.echo("an active admin account exists already")
+    elif outcome:
+        # Shown once, on the operator's terminal; never logged.
+        typer.secho(
+            f"\nCreated admin account {username!r} with password:\n\n    {outcome}\n\n"
+            "It is shown only this once. Change it with `idp users set-password "
+            f"{username}`.\n",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+    else:
+        typer.echo(f"created admin account {username!r} from IDP_BOOTSTRAP_ADMIN_*", err=True)
+
+
+# roles ---------------------------------------------------------------------------------------
+
+
+@roles_app.command("create")
+def roles_create(
+    name: str,
+    permission: Annotated[
+        list[str] | None, typer.Option(help="Permission code; repeatable.")
+    ] = None,
+    description: Annotated[str, typer.Option(help="What the role is for.")] = "",
+) -> None:
+    """Create a role, optionally holding some of the service's own permissions."""
+    data = validated(RoleCreate, name=name, description=description, permissions=permission or [])
+
+    async def work(session: AsyncSession, _settings: Settings) -> None:
+        role = await roles_service.create_role(session, data)
+        typer.echo(f"created role {role.name}")
+
+    run_in_session(work)
+
+
+@roles_app.command("list")
+def roles_list() -> None:
+    """List roles and their permissions."""
+
+    async def work(session: AsyncSession, _settings: Settings) -> None:
+        for role in await roles_service.list_roles(session):
+            codes = ",".join(p.code for p in role.permissions)
+            typer.echo(f"{role.name:<24} {codes}")
+
+    run_in_session(work)
+
+
+@roles_app.command("grant")
+def roles_grant(username: str, role: str) -> None:
+    """Give ROLE to USERNAME."""
+
+    async def work(session: AsyncSession, _settings: Settings) -> None:
+        user = await users_service.get_by_username(session, username)
+        changed = await roles_service.grant_role(session, user, role)
+        typer.echo(
+            f"granted {role} to {user.username}"
+            if changed
+            else f"{user.username} already has {role}"
+        )
+
+    run_in_session(work)
+
+
+@roles_app.command("revoke")
+def roles_revoke(username: str, role: str) -> None:
+    """Take ROLE from USERNAME."""
+
+    async def work(session: AsyncSession, _settings: Settings) -> None:
+        user = await users_service.get_by_username(session, username)
+        await roles_service.revoke_role(session, user, role)
+        typer.echo(f"revoked {role} from {user.username}")
+
+    run_in_session(work)
+
+
+# keys ----------------------------------------------------------------------------------------
+
+
+def keystore() -> KeyStore:
+    settings = load_settings()
+    passphrase = settings.keys_passphrase.get_secret_value() if settings.keys_passphrase else None
+    return KeyStore(
+        settings.keys_dir,
+        passphrase,
+        jwks_max_age=settings.jwks_max_age,
+        retire_grace=settings.key_retire_grace,
+    )
+
+
+def run_keys(action: Callable[[KeyStore], T]) -> T:
+    try:
+        return action(keystore())
+    except IdpError as exc:
+        raise fail(exc.message) from None
+    except OSError as exc:
+        raise fail(f"keystore: {exc.strerror or exc}") from None
+
+
+def print_keys(records: list[KeyRecord]) -> None:
+    def when(value: datetime | None) -> str:
+        return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
+
+    rows = [("kid", "alg", "state", "created", "activated", "retired", "removable-after")]
+    rows += [
+        (
+            r.kid,
+            r.alg,
+            r.state.value,
+            when(r.created_at),
+            when(r.activated_at),
+            when(r.retired_at),
+            when(r.removable_after),
+        )
+        for r in records
+    ]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        typer.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+AlgOption = Annotated[str | None, typer.Option("--alg", help="RS256 (default), ES256 or EdDSA.")]
+BitsOption = Annotated[
+    int, typer.Option("--rsa-bits", help="RSA modulus size: 2048, 3072 or 4096.")
+]
+
+
+@keys_app.command("init")
+def keys_init(alg: AlgOption = None, rsa_bits: BitsOption = 2048) -> None:
+    """Create the first active key and the next one (no-op when they exist)."""
+    print_keys(run_keys(lambda store: store.init(alg or "RS256", rsa_bits)))
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    force: Annotated[
+        bool, typer.Option(help="Promote even if `next` was published too recently.")
+    ] = False,
+    alg: AlgOption = None,
+    rsa_bits: BitsOption = 2048,
+) -> None:
+    """Promote `next` to active, retire the active key, publish a new `next`."""
+    print_keys(run_keys(lambda store: store.rotate(force=force, alg=alg, rsa_bits=rsa_bits)))
+
+
+@keys_app.command("list")
+def keys_list() -> None:
+    """Show every key: kid, alg, state, created, activated, retired, removable-after."""
+    print_keys(run_keys(lambda store: store.list()))
+
+
+@keys_app.command("revoke")
+def keys_revoke(kid: str) -> None:
+    """Remove a (compromised) key from the JWKS at once."""
+    record = run_keys(lambda store: store.revoke(kid))
+    typer.echo(f"revoked {record.kid} ({record.state.value}); servers drop it within seconds")
+
+
+@keys_app.command("prune")
+def keys_prune() -> None:
+    """Remove retired keys whose last tokens have expired."""
+    removed = run_keys(lambda store: store.prune())
+    typer.echo(f"removed {', '.join(removed)}" if removed else "nothing to prune")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    app()

@@ -1,0 +1,23 @@
+"""Fixed values of the service: its own permission catalogue and the admin role."""
+
+from __future__ import annotations
+
+from typing import Final
+
+ADMIN_ROLE: Final = "admin"
+
+# The identity service's own permissions; the `admin` role holds them all. A migration seeds
+# this catalogue, so adding a permission here also needs a migration.
+PERMISSIONS: Final[dict[str, str]] = {
+    "users:read": "Read users and their roles",
+    "users:write": "Create, update, disable, delete users; reset passwords; unlock accounts",
+    "roles:read": "Read roles and the permission catalogue",
+    "roles:write": "Create, rename, delete roles; grant and revoke roles and permissions",
+    "tokens:introspect": "Introspect access and refresh tokens (RFC 7662)",
+    "audit:read": "Read the audit log",
+}
+
+BCRYPT_MAX_BYTES: Final = 72
+USERNAME_MAX_LENGTH: Final = 150
+EMAIL_MAX_LENGTH: Final = 320
+ROLE_NAME_MAX_LENGTH: Final = 100

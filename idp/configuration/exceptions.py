@@ -1,0 +1,100 @@
+"""One typed hierarchy for every error the service raises on purpose.
+
+Each class carries the HTTP status it maps to; `idp.main` turns them into responses in one
+place and the CLI prints their message as one line.
+"""
+
+from __future__ import annotations
+
+
+class IdpError(Exception):
+    """Base of all deliberate errors: a message safe to show, and an HTTP status."""
+
+    status_code: int = 500
+    default_message: str = "internal error"
+
+    def __init__(self, message: str | None = None) -> None:
+        self.message = message or self.default_message
+        super().__init__(self.message)
+
+
+class NotFoundError(IdpError):
+    status_code = 404
+    default_message = "not found"
+
+
+class ConflictError(IdpError):
+    status_code = 409
+    default_message = "already exists"
+
+
+class ValidationFailedError(IdpError):
+    status_code = 422
+    default_message = "invalid input"
+
+
+class AuthenticationError(IdpError):
+    """No valid bearer token: 401 with `WWW-Authenticate: Bearer`."""
+
+    status_code = 401
+    default_message = "not authenticated"
+
+
+class PermissionDeniedError(IdpError):
+    status_code = 403
+    default_message = "permission denied"
+
+
+class ServiceUnavailableError(IdpError):
+    status_code = 503
+    default_message = "service temporarily unavailable"
+
+
+class TooManyRequestsError(IdpError):
+    status_code = 429
+    default_message = "too many requests"
+
+    def __init__(self, retry_after: int, message: str | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class KeystoreError(IdpError):
+    """The keystore is missing, unreadable or refuses an operation (e.g. a too-early rotation)."""
+
+    status_code = 503
+    default_message = "keystore error"
+
+
+class OAuthError(IdpError):
+    """An RFC 6749 section 5.2 error: `{"error": ..., "error_description": ...}`."""
+
+    status_code = 400
+    error: str = "invalid_request"
+    default_message = "the request is missing a parameter or is otherwise malformed"
+
+
+class InvalidRequestError(OAuthError):
+    error = "invalid_request"
+
+
+class InvalidGrantError(OAuthError):
+    error = "invalid_grant"
+    default_message = "invalid credentials or grant"
+
+
+class UnsupportedGrantTypeError(OAuthError):
+    error = "unsupported_grant_type"
+    default_message = "the grant type is not supported"
+
+
+class InvalidClientError(OAuthError):
+    status_code = 401
+    error = "invalid_client"
+    default_message = "client authentication failed"
+
+
+class InvalidTokenError(AuthenticationError):
+    """A bearer token that is missing, malformed, expired or not ours."""
+
+    default_message = "invalid token"

@@ -1,0 +1,144 @@
+"""Settings from `IDP_*` environment variables and an optional `.env`, validated at start."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the service. Durations are seconds."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="IDP_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    # Storage
+    database_url: str = Field(
+        "sqlite+aiosqlite:///./idp.db",
+        description="SQLAlchemy async URL: postgresql+asyncpg://... in production.",
+    )
+    db_pool_size: int = Field(10, ge=1, le=1000)
+    db_max_overflow: int = Field(10, ge=0, le=1000)
+    db_pool_timeout: float = Field(
+        5.0, gt=0, description="Seconds to wait for a pooled connection."
+    )
+    db_connect_timeout: float = Field(5.0, gt=0)
+    db_statement_timeout: float = Field(
+        10.0, gt=0, description="Seconds a statement may run (PostgreSQL) before it is cancelled."
+    )
+
+    # Tokens
+    issuer: str = Field("http://127.0.0.1:8000", description="The `iss` of every token, exactly.")
+    audience: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["idp"],
+        description="The `aud` of access tokens: one value, a comma list or a JSON list.",
+    )
+    default_client_id: str = Field("idp", min_length=1, max_length=200)
+    access_token_ttl: int = Field(900, ge=30, le=86_400)
+    refresh_token_ttl: int = Field(
+        14 * 86_400, ge=60, description="Absolute lifetime of a login session's refresh tokens."
+    )
+    refresh_token_idle_ttl: int = Field(
+        3 * 86_400, ge=60, description="A refresh token unused this long expires."
+    )
+    clock_leeway: int = Field(30, ge=0, le=300, description="Leeway for exp/nbf/iat checks.")
+
+    # Keys
+    keys_dir: Path = Path("keys")
+    keys_passphrase: SecretStr | None = None
+    jwks_max_age: int = Field(300, ge=0, le=86_400)
+    keys_reload_interval: float = Field(
+        2.0, gt=0, le=60, description="How often a server checks the keystore for a change."
+    )
+
+    # Passwords and login
+    bcrypt_rounds: int = Field(12, ge=4, le=31)
+    password_min_length: int = Field(8, ge=1, le=72)
+    lockout_threshold: int = Field(5, ge=1)
+    lockout_wait: int = Field(60, ge=1, description="First lockout, in seconds.")
+    lockout_wait_increment: int = Field(60, ge=0, description="Added to each further lockout.")
+    lockout_max_wait: int = Field(900, ge=1)
+    lockout_failure_reset: int = Field(
+        43_200, ge=1, description="Failures older than this are forgotten."
+    )
+    token_rate_limit: int = Field(
+        20, ge=0, description="Password logins per client address per minute (0: no limit)."
+    )
+
+    # Bootstrap admin, in the manner of KC_BOOTSTRAP_ADMIN_*
+    bootstrap_admin_username: str | None = None
+    bootstrap_admin_password: SecretStr | None = None
+    bootstrap_admin_email: str | None = None
+
+    # Logs
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("audience", mode="before")
+    @classmethod
+    def _split_audience(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("audience")
+    @classmethod
+    def _audience_not_empty(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one audience is required")
+        return value
+
+    @field_validator("issuer")
+    @classmethod
+    def _issuer_is_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")) or "?" in value or "#" in value:
+            raise ValueError("must be an http(s) URL without query or fragment")
+        return value.rstrip("/")
+
+    @field_validator("database_url")
+    @classmethod
+    def _async_driver(cls, value: str) -> str:
+        if value.startswith(("postgresql://", "postgres://")):
+            return "postgresql+asyncpg://" + value.split("://", 1)[1]
+        if value.startswith("sqlite:///"):
+            return "sqlite+aiosqlite:///" + value.removeprefix("sqlite:///")
+        if not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            raise ValueError("use postgresql+asyncpg://... or sqlite+aiosqlite:///...")
+        return value
+
+    @model_validator(mode="after")
+    def _coherent(self) -> Settings:
+        if self.refresh_token_idle_ttl > self.refresh_token_ttl:
+            self.refresh_token_idle_ttl = self.refresh_token_ttl
+        if self.lockout_max_wait < self.lockout_wait:
+            raise ValueError("IDP_LOCKOUT_MAX_WAIT must be at least IDP_LOCKOUT_WAIT")
+        return self
+
+    @property
+    def token_audience(self) -> str | list[str]:
+        """`aud` as it goes into a token: a string for one audience, else the list."""
+        return self.audience[0] if len(self.audience) == 1 else list(self.audience)
+
+    @property
+    def key_retire_grace(self) -> int:
+        """How long a retired key stays published: its last token's life, caches and leeway."""
+        return self.access_token_ttl + self.jwks_max_age + self.clock_leeway
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

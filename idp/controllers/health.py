@@ -1,0 +1,33 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response, status
+
+from idp.dependencies.database import DatabaseDep
+from idp.schemas.health import Health, Readiness
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+async def healthz() -> Health:
+    """200 while the process runs."""
+    return Health(status="ok")
+
+
+@router.get(
+    "/readyz",
+    response_model=Readiness,
+    responses={503: {"model": Readiness, "description": "database or signing key missing"}},
+)
+async def readyz(request: Request, response: Response, database: DatabaseDep) -> Readiness:
+    """200 when the database answers and a signing key is loaded, else 503."""
+    database_ok = await database.ping()
+    key_ok = getattr(request.app.state, "keyring", None) is not None
+    ready = database_ok and key_ok
+    if not ready:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return Readiness(
+        status="ready" if ready else "unavailable", database=database_ok, signing_key=key_ok
+    )

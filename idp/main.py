@@ -1,0 +1,77 @@
+"""The FastAPI application: wiring of settings, database, key ring, routers and error handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from idp.configuration.database import Database
+from idp.configuration.settings import Settings, get_settings
+from idp.controllers import health, me, oauth, wellknown
+from idp.controllers.errors import install_error_handlers
+from idp.services.keys import KeyRing, KeyStore, ensure_keystore
+
+logger = logging.getLogger(__name__)
+
+
+def keystore_for(settings: Settings) -> KeyStore:
+    passphrase = settings.keys_passphrase.get_secret_value() if settings.keys_passphrase else None
+    return KeyStore(
+        settings.keys_dir,
+        passphrase,
+        jwks_max_age=settings.jwks_max_age,
+        retire_grace=settings.key_retire_grace,
+    )
+
+
+@contextlib.asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load the signing keys (creating them on first run) and watch the keystore for changes."""
+    settings: Settings = app.state.settings
+    watcher: asyncio.Task[None] | None = None
+    if app.state.keyring is None:
+        store = keystore_for(settings)
+        await asyncio.to_thread(ensure_keystore, store)
+        keyring = await asyncio.to_thread(KeyRing, store)
+        app.state.keyring = keyring
+        watcher = asyncio.create_task(keyring.watch(settings.keys_reload_interval))
+    try:
+        yield
+    finally:
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+        if app.state.owns_database:
+            await app.state.database.dispose()
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    database: Database | None = None,
+    keyring: KeyRing | None = None,
+) -> FastAPI:
+    """Build the app. Tests pass their own database (inside a transaction) and key ring."""
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="idp",
+        summary="Identity provider: RS256 access tokens, JWKS, refresh tokens, roles.",
+        version="0.1.0",
+        lifespan=lifespan,
+        swagger_ui_init_oauth={"clientId": settings.default_client_id},
+    )
+    app.state.settings = settings
+    app.state.owns_database = database is None
+    app.state.database = database or Database(settings)
+    app.state.keyring = keyring
+    install_error_handlers(app)
+    app.include_router(oauth.router)
+    app.include_router(wellknown.router)
+    app.include_router(me.router)
+    app.include_router(health.router)
+    return app

@@ -1,0 +1,21 @@
+"""What every repository module shares."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from idp.configuration.exceptions import ConflictError
+
+
+async def insert_or_conflict(session: AsyncSession, row: object, message: str) -> None:
+    """Insert `row` inside a savepoint: a unique violation becomes a `ConflictError` (409) and
+    the session stays usable, also when the clash comes from a concurrent transaction.
+
+    The row is added inside the savepoint because `begin_nested` first flushes what is pending.
+    """
+    try:
+        async with session.begin_nested():
+            session.add(row)
+    except IntegrityError as exc:
+        raise ConflictError(message) from exc

@@ -1,0 +1,91 @@
+"""Queries on users. Lookups by name or email go through the lower() unique indexes."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import Select, delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import selectinload
+
+from idp.models import Role, User, UserRole
+from idp.repository.base import insert_or_conflict
+
+
+async def get(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    return await session.get(User, user_id)
+
+
+async def get_with_roles(session: AsyncSession, user_id: uuid.UUID) -> User | None:
+    result = await session.execute(
+        select(User).where(User.id == user_id).options(selectinload(User.roles))
+    )
+    return result.scalar_one_or_none()
+
+
+async def get_by_username(session: AsyncSession, username: str) -> User | None:
+    result = await session.execute(
+        select(User).where(func.lower(User.username) == username.lower())
+    )
+    return result.scalar_one_or_none()
+
+
+async def add(session: AsyncSession, user: User) -> User:
+    """Insert `user`; a clash on the unique username or email indexes is a `ConflictError`."""
+    await insert_or_conflict(session, user, "a user with this username or email already exists")
+    return user
+
+
+def _filtered(
+    *,
+    username_prefix: str | None = None,
+    email_prefix: str | None = None,
+    role: str | None = None,
+    active: bool | None = None,
+) -> Select[User]:
+    query = select(User)
+    if username_prefix:
+        query = query.where(
+            func.lower(User.username).startswith(username_prefix.lower(), autoescape=True)
+        )
+    if email_prefix:
+        query = query.where(
+            func.lower(User.email).startswith(email_prefix.lower(), autoescape=True)
+        )
+    if active is not None:
+        query = query.where(User.is_active.is_(active))
+    if role:
+        query = query.where(
+            User.id.in_(select(UserRole.user_id).join(Role).where(Role.name == role))
+        )
+    return query
+
+
+async def list_page(
+    session: AsyncSession,
+    *,
+    limit: int,
+    offset: int,
+    username_prefix: str | None = None,
+    email_prefix: str | None = None,
+    role: str | None = None,
+    active: bool | None = None,
+) -> tuple[Sequence[User], int]:
+    """One page of users with their roles (two statements whatever the page size) and the total."""
+    query = _filtered(
+        username_prefix=username_prefix, email_prefix=email_prefix, role=role, active=active
+    )
+    total = await session.scalar(select(func.count()).select_from(query.subquery()))
+    page = await session.execute(
+        query.options(selectinload(User.roles))
+        .order_by(func.lower(User.username))
+        .limit(limit)
+        .offset(offset)
+    )
+    return page.scalars().all(), total or 0
+
+
+async def delete_user(session: AsyncSession, user_id: uuid.UUID) -> bool:
+    result = await session.execute(delete(User).where(User.id == user_id))
+    return bool(result.rowcount)  # type: ignore[attr-defined]

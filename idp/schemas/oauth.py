@@ -1,0 +1,39 @@
+"""OAuth 2.0 wire formats: token responses and RFC 8414 metadata."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class TokenResponse(BaseModel):
+    access_token: str
+    token_type: str = "Bearer"  # noqa: S105 - the RFC 6750 token type, not a secret
+    expires_in: int
+    refresh_token: str | None = None
+    scope: str | None = None
+
+
+class OAuthErrorBody(BaseModel):
+    error: str = Field(examples=["invalid_grant"])
+    error_description: str | None = None
+
+
+class ServerMetadata(BaseModel):
+    """RFC 8414 authorization server metadata."""
+
+    issuer: str
+    token_endpoint: str
+    jwks_uri: str
+    revocation_endpoint: str
+    introspection_endpoint: str
+    grant_types_supported: list[str]
+    response_types_supported: list[str]
+    token_endpoint_auth_methods_supported: list[str]
+    revocation_endpoint_auth_methods_supported: list[str]
+    introspection_endpoint_auth_methods_supported: list[str]
+    introspection_endpoint_auth_signing_alg_values_supported: list[str] | None = None
+    id_token_signing_alg_values_supported: list[str] | None = None
+    token_endpoint_auth_signing_alg_values_supported: list[str] | None = None
+    scopes_supported: list[str] | None = None
+    subject_types_supported: list[str] | None = None
+    service_documentation: str | None = None

@@ -1,0 +1,72 @@
+"""Password hashing (bcrypt, off the event loop) and the password policy."""
+
+from __future__ import annotations
+
+import asyncio
+import unicodedata
+
+import bcrypt
+
+from idp.configuration.constants import BCRYPT_MAX_BYTES
+from idp.configuration.exceptions import ValidationFailedError
+
+
+def check_policy(password: str, *, min_length: int) -> None:
+    """Refuse too short or what bcrypt cannot hash whole: a clear 422, no truncation."""
+    if "\x00" in password:
+        raise ValidationFailedError("the password must not contain NUL characters")
+    # Count user-perceived characters after NFC, so composed and decomposed forms agree.
+    if len(unicodedata.normalize("NFC", password)) < min_length:
+        raise ValidationFailedError(f"the password must have at least {min_length} characters")
+    if len(password.encode("utf-8")) > BCRYPT_MAX_BYTES:
+        raise ValidationFailedError(
+            f"the password is longer than {BCRYPT_MAX_BYTES} bytes in UTF-8, "
+            "the most bcrypt can use"
+        )
+
+
+def _encode(password: str) -> bytes | None:
+    data = password.encode("utf-8", errors="surrogatepass")
+    if len(data) > BCRYPT_MAX_BYTES or b"\x00" in data:
+        return None
+    return data
+
+
+def hash_password_sync(password: str, rounds: int) -> str:
+    data = _encode(password)
+    if data is None:
+        raise ValidationFailedError(
+            f"the password must be at most {BCRYPT_MAX_BYTES} bytes in UTF-8 and contain no NUL"
+        )
+    return bcrypt.hashpw(data, bcrypt.gensalt(rounds)).decode("ascii")
+
+
+def verify_password_sync(password: str, password_hash: str) -> bool:
+    data = _encode(password)
+    if data is None:
+        return False
+    try:
+        return bcrypt.checkpw(data, password_hash.encode("ascii"))
+    except ValueError:  # a malformed stored hash never matches
+        return False
+
+
+async def hash_password(password: str, rounds: int) -> str:
+    """bcrypt in a worker thread: the GIL is released, the event loop keeps serving."""
+    return await asyncio.to_thread(hash_password_sync, password, rounds)
+
+
+async def verify_password(password: str, password_hash: str) -> bool:
+    return await asyncio.to_thread(verify_password_sync, password, password_hash)
+
+
+def hash_rounds(password_hash: str) -> int:
+    """The cost factor stored in a `$2b$NN$...` hash (0 when unreadable)."""
+    try:
+        return int(password_hash.split("$")[2])
+    except (IndexError, ValueError):
+        return 0
+
+
+def needs_rehash(password_hash: str, rounds: int) -> bool:
+    return hash_rounds(password_hash) < rounds

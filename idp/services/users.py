@@ -1,0 +1,159 @@
+"""Decisions about users: creation, passwords, disabling, listing, the bootstrap admin.
+
+The CLI and the admin API both call these, so there is one implementation of each rule.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from idp.configuration.constants import ADMIN_ROLE
+from idp.configuration.exceptions import NotFoundError, ValidationFailedError
+from idp.configuration.settings import Settings
+from idp.models import User
+from idp.repository import roles as roles_repo
+from idp.repository import users as users_repo
+from idp.schemas.users import Profile, UserCreate, UserOut
+from idp.services import passwords
+
+
+def to_out(user: User) -> UserOut:
+    """The public view of a user whose roles were loaded with it."""
+    return UserOut(
+        id=user.id,
+        username=user.username,
+        email=user.email,
+        is_active=user.is_active,
+        roles=[role.name for role in user.roles],
+        created_at=user.created_at,
+        updated_at=user.updated_at,
+        locked_until=user.locked_until,
+    )
+
+
+async def check_new_password(
+    password: str, settings: Settings, *, user: User | None = None
+) -> None:
+    """Every rule a new password must pass (shared by creation, reset and change)."""
+    passwords.check_policy(password, min_length=settings.password_min_length)
+
+
+async def create_user(session: AsyncSession, settings: Settings, data: UserCreate) -> User:
+    """Create a user, optionally with a password and roles; 409 on a duplicate name or email."""
+    roles = await roles_repo.get_many_by_name(session, data.roles)
+    missing = sorted(set(data.roles) - {role.name for role in roles})
+    if missing:
+        raise NotFoundError(f"unknown role: {', '.join(missing)}")
+    password_hash = None
+    if data.password is not None:
+        await check_new_password(data.password, settings)
+        password_hash = await passwords.hash_password(data.password, settings.bcrypt_rounds)
+    user = User(
+        username=data.username,
+        email=str(data.email),
+        password_hash=password_hash,
+        is_active=data.is_active,
+    )
+    await users_repo.add(session, user)
+    for role in roles:
+        await roles_repo.link(session, user.id, role.id)
+    return user
+
+
+async def get_user(session: AsyncSession, user_id: uuid.UUID) -> User:
+    user = await users_repo.get_with_roles(session, user_id)
+    if user is None:
+        raise NotFoundError("user not found")
+    return user
+
+
+async def get_by_username(session: AsyncSession, username: str) -> User:
+    user = await users_repo.get_by_username(session, username)
+    if user is None:
+        raise NotFoundError(f"user {username!r} not found")
+    return user
+
+
+async def set_password(
+    session: AsyncSession, settings: Settings, user: User, password: str
+) -> None:
+    await check_new_password(password, settings, user=user)
+    user.password_hash = await passwords.hash_password(password, settings.bcrypt_rounds)
+    await session.flush()
+
+
+async def set_active(session: AsyncSession, user: User, active: bool) -> None:
+    user.is_active = active
+    await session.flush()
+
+
+async def list_users(
+    session: AsyncSession,
+    *,
+    limit: int = 50,
+    offset: int = 0,
+    username_prefix: str | None = None,
+    email_prefix: str | None = None,
+    role: str | None = None,
+    active: bool | None = None,
+) -> tuple[Sequence[User], int]:
+    if not 1 <= limit <= 500 or offset < 0:
+        raise ValidationFailedError("limit must be 1..500 and offset at least 0")
+    return await users_repo.list_page(
+        session,
+        limit=limit,
+        offset=offset,
+        username_prefix=username_prefix,
+        email_prefix=email_prefix,
+        role=role,
+        active=active,
+    )
+
+
+async def admin_exists(session: AsyncSession) -> bool:
+    role = await roles_repo.get_by_name(session, ADMIN_ROLE)
+    return (
+        role is not None and await roles_repo.count_members(session, role.id, active_only=True) > 0
+    )
+
+
+async def ensure_admin(
+    session: AsyncSession,
+    settings: Settings,
+    *,
+    username: str,
+    email: str,
+    password: str | None,
+) -> str | None:
+    """Create an admin account when no active user holds `admin` (Keycloak's bootstrap admin).
+
+    Returns the password when one was generated here, so the caller can show it once; None
+    when an admin already existed or the password was given.
+    """
+    if await admin_exists(session):
+        return None
+    generated = None
+    if password is None:
+        generated = password = secrets.token_urlsafe(18)
+    await create_user(
+        session,
+        settings,
+        UserCreate(username=username, email=email, password=password, roles=[ADMIN_ROLE]),
+    )
+    return generated
+
+
+async def profile(session: AsyncSession, user: User) -> Profile:
+    """The user with current roles and the permissions they grant (one statement)."""
+    role_names, permission_codes = await roles_repo.permissions_of(session, user.id)
+    return Profile(
+        id=user.id,
+        username=user.username,
+        email=user.email,
+        roles=role_names,
+        permissions=sorted(permission_codes),
+    )

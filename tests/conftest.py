@@ -1,0 +1,146 @@
+"""Shared fixtures: a real PostgreSQL migrated once with Alembic, each test in a rolled-back
+transaction, and an httpx client on the ASGI app."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.config import Config
+from httpx import ASGITransport, AsyncClient
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
+
+from idp.configuration.database import Database
+from idp.configuration.settings import Settings
+from idp.main import create_app
+from idp.services.keys import KeyRing, KeyStore
+
+ROOT = Path(__file__).resolve().parent.parent
+ISSUER = "http://idp.test"
+AUDIENCE = "api.test"
+
+
+def _docker_available() -> bool:
+    return shutil.which("docker") is not None and (
+        subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
+    )
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    """IDP_TEST_DATABASE_URL (set by scripts/test), else a testcontainers PostgreSQL."""
+    url = os.environ.get("IDP_TEST_DATABASE_URL")
+    if url:
+        yield Settings(database_url=url).database_url
+        return
+    if not _docker_available():
+        pytest.fail(
+            "no PostgreSQL: run ./scripts/test, or set IDP_TEST_DATABASE_URL, or start Docker"
+        )
+    from testcontainers.postgres import PostgresContainer
+
+    with PostgresContainer("postgres:16-alpine", driver="asyncpg") as container:
+        yield container.get_connection_url()
+
+
+def alembic_config(url: str) -> Config:
+    config = Config(str(ROOT / "alembic.ini"))
+    config.set_main_option("script_location", str(ROOT / "migrations"))
+    config.attributes["database_url"] = url
+    config.attributes["configure_logging"] = False
+    return config
+
+
+@pytest.fixture(scope="session")
+def migrated_url(database_url: str) -> str:
+    """The test database, emptied and migrated to head once per run (Alembic, not create_all)."""
+    config = alembic_config(database_url)
+    command.downgrade(config, "base")
+    command.upgrade(config, "head")
+    return database_url
+
+
+def make_settings(database_url: str, keys_dir: Path, **overrides: object) -> Settings:
+    values: dict[str, object] = {
+        "database_url": database_url,
+        "issuer": ISSUER,
+        "audience": [AUDIENCE],
+        "keys_dir": keys_dir,
+        "bcrypt_rounds": 4,
+        "jwks_max_age": 60,
+        "token_rate_limit": 0,
+    }
+    values.update(overrides)
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("keys")
+
+
+@pytest.fixture(scope="session")
+def settings(migrated_url: str, keys_dir: Path) -> Settings:
+    return make_settings(migrated_url, keys_dir)
+
+
+@pytest.fixture(scope="session")
+def keyring(settings: Settings) -> KeyRing:
+    store = KeyStore(
+        settings.keys_dir,
+        None,
+        jwks_max_age=settings.jwks_max_age,
+        retire_grace=settings.key_retire_grace,
+    )
+    store.init()
+    return KeyRing(store)
+
+
+@pytest.fixture(scope="session")
+async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(settings.database_url)
+    yield engine
+    await engine.dispose()
+
+
+@pytest.fixture
+async def connection(engine: AsyncEngine) -> AsyncIterator[AsyncConnection]:
+    """One transaction per test, rolled back at the end: tests never see each other's rows."""
+    async with engine.connect() as connection:
+        transaction = await connection.begin()
+        try:
+            yield connection
+        finally:
+            await transaction.rollback()
+
+
+@pytest.fixture
+def database(settings: Settings, connection: AsyncConnection) -> Database:
+    return Database(settings, bind=connection)
+
+
+@pytest.fixture
+async def session(database: Database) -> AsyncIterator[AsyncSession]:
+    async with database.session() as session:
+        yield session
+
+
+@pytest.fixture
+async def client(
+    settings: Settings, database: Database, keyring: KeyRing
+) -> AsyncIterator[AsyncClient]:
+    app = create_app(settings, database=database, keyring=keyring)
+    async with AsyncClient(transport=ASGITransport(app=app), base_url=ISSUER) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def admin_url(database_url: str) -> str:
+    """A URL on the same server for creating throwaway databases (e2e and migration tests)."""
+    return make_url(database_url).set(database="postgres").render_as_string(hide_password=False)

@@ -1,0 +1,154 @@
+"""User and role rules on real PostgreSQL, through the services the API and CLI share."""
+
+from __future__ import annotations
+
+import bcrypt
+import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from idp.configuration.exceptions import ConflictError, NotFoundError, ValidationFailedError
+from idp.configuration.settings import Settings
+from idp.schemas.roles import RoleCreate
+from idp.schemas.users import UserCreate
+from idp.services import passwords
+from idp.services import roles as roles_service
+from idp.services import users as users_service
+
+
+async def test_create_user_hashes_password_with_configured_cost(
+    session: AsyncSession, settings: Settings
+) -> None:
+    user = await users_service.create_user(
+        session,
+        settings,
+        UserCreate(username="Alice", email="alice@example.com", password="correct horse"),
+    )
+    assert user.password_hash is not None
+    assert passwords.hash_rounds(user.password_hash) == settings.bcrypt_rounds
+    assert bcrypt.checkpw(b"correct horse", user.password_hash.encode())
+    other = await passwords.hash_password("correct horse", settings.bcrypt_rounds)
+    assert other != user.password_hash  # salted: same password, different hashes
+
+
+@pytest.mark.parametrize(
+    ("username", "email"),
+    [("ALICE", "other@example.com"), ("bob", "ALICE@Example.com")],
+)
+async def test_username_and_email_unique_whatever_the_case(
+    session: AsyncSession, settings: Settings, username: str, email: str
+) -> None:
+    await users_service.create_user(
+        session, settings, UserCreate(username="alice", email="alice@example.com")
+    )
+    with pytest.raises(ConflictError):
+        await users_service.create_user(
+            session, settings, UserCreate(username=username, email=email)
+        )
+    # The session is still usable after the conflict (the flush ran in a savepoint).
+    found = await users_service.get_by_username(session, "Alice")
+    assert found.username == "alice"
+
+
+async def test_case_insensitive_uniqueness_is_a_database_constraint(session: AsyncSession) -> None:
+    insert = text("INSERT INTO users (id, username, email) VALUES (gen_random_uuid(), :u, :e)")
+    await session.execute(insert, {"u": "carol", "e": "carol@example.com"})
+    with pytest.raises(IntegrityError):
+        async with session.begin_nested():
+            await session.execute(insert, {"u": "CAROL", "e": "carol2@example.com"})
+
+
+@pytest.mark.parametrize(
+    ("password", "reason"),
+    [
+        ("short", "at least 8"),
+        ("a" * 73, "72 bytes"),
+        ("é" * 37, "72 bytes"),  # 37 characters, 74 bytes
+        ("pass\x00word", "NUL"),
+    ],
+)
+async def test_password_policy_refuses_with_a_clear_reason(
+    session: AsyncSession, settings: Settings, password: str, reason: str
+) -> None:
+    with pytest.raises(ValidationFailedError, match=reason):
+        await users_service.create_user(
+            session,
+            settings,
+            UserCreate(username="dave", email="dave@example.com", password=password),
+        )
+
+
+async def test_72_byte_password_is_accepted_and_verifies(
+    session: AsyncSession, settings: Settings
+) -> None:
+    password = "ü" * 36  # exactly 72 bytes
+    user = await users_service.create_user(
+        session, settings, UserCreate(username="erin", email="erin@example.com", password=password)
+    )
+    assert user.password_hash is not None
+    assert await passwords.verify_password(password, user.password_hash)
+    assert not await passwords.verify_password(password[:-1], user.password_hash)
+
+
+async def test_unknown_role_is_not_found(session: AsyncSession, settings: Settings) -> None:
+    with pytest.raises(NotFoundError, match="nosuchrole"):
+        await users_service.create_user(
+            session,
+            settings,
+            UserCreate(username="frank", email="f@example.com", roles=["nosuchrole"]),
+        )
+
+
+async def test_migration_seeds_admin_role_with_whole_catalogue(session: AsyncSession) -> None:
+    from idp.configuration.constants import ADMIN_ROLE, PERMISSIONS
+
+    admin = await roles_service.get_role(session, ADMIN_ROLE)
+    assert {p.code for p in admin.permissions} == set(PERMISSIONS)
+
+
+async def test_roles_grant_revoke_and_last_admin_guard(
+    session: AsyncSession, settings: Settings
+) -> None:
+    await roles_service.create_role(session, RoleCreate(name="auditor", permissions=["audit:read"]))
+    with pytest.raises(ConflictError):
+        await roles_service.create_role(session, RoleCreate(name="auditor"))
+    user = await users_service.create_user(
+        session, settings, UserCreate(username="gina", email="gina@example.com", roles=["auditor"])
+    )
+    assert await roles_service.grant_role(session, user, "auditor") is False
+    assert await roles_service.revoke_role(session, user, "auditor") is True
+
+    generated = await users_service.ensure_admin(
+        session, settings, username="root", email="root@example.com", password=None
+    )
+    assert generated is not None and len(generated) >= 20
+    assert (
+        await users_service.ensure_admin(
+            session, settings, username="root2", email="root2@example.com", password=None
+        )
+        is None
+    )
+    root = await users_service.get_by_username(session, "root")
+    with pytest.raises(ConflictError, match="no active user"):
+        await roles_service.revoke_role(session, root, "admin")
+
+
+async def test_list_users_filters_and_paginates(session: AsyncSession, settings: Settings) -> None:
+    for i in range(5):
+        await users_service.create_user(
+            session,
+            settings,
+            UserCreate(
+                username=f"list{i}", email=f"list{i}@example.com", roles=["admin"] if i % 2 else []
+            ),
+        )
+    page, total = await users_service.list_users(session, limit=2, offset=0, username_prefix="LIST")
+    assert total == 5 and [u.username for u in page] == ["list0", "list1"]
+    admins, total_admins = await users_service.list_users(
+        session, limit=10, username_prefix="list", role="admin"
+    )
+    assert total_admins == 2 and {u.username for u in admins} == {"list1", "list3"}
+    assert all("admin" in [r.name for r in u.roles] for u in admins)
+    with pytest.raises(ValidationFailedError):
+        await users_service.list_users(session, limit=0)
