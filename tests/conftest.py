@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from idp.configuration.database import Database
 from idp.configuration.settings import Settings
 from idp.main import create_app
 from idp.services.keys import KeyRing, KeyStore
+from tests.live import database_named, execute_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 ISSUER = "http://idp.test"
@@ -144,3 +146,25 @@ async def client(
 def admin_url(database_url: str) -> str:
     """A URL on the same server for creating throwaway databases (e2e and migration tests)."""
     return make_url(database_url).set(database="postgres").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def template_url(database_url: str, admin_url: str) -> Iterator[str]:
+    """A migrated database used as the template of each end-to-end test's own database."""
+    name = f"idp_template_{os.getpid()}"
+    execute_sync(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    execute_sync(admin_url, f'CREATE DATABASE "{name}"')
+    url = database_named(database_url, name)
+    command.upgrade(alembic_config(url), "head")
+    yield url
+    execute_sync(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def e2e_database(template_url: str, admin_url: str) -> Iterator[str]:
+    """A fresh migrated database for one end-to-end test, for processes that commit for real."""
+    name = f"idp_e2e_{uuid.uuid4().hex[:10]}"
+    template = make_url(template_url).database
+    execute_sync(admin_url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    yield database_named(template_url, name)
+    execute_sync(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -40,7 +40,7 @@ class Settings(BaseSettings):
         description="The `aud` of access tokens: one value, a comma list or a JSON list.",
     )
     default_client_id: str = Field("idp", min_length=1, max_length=200)
-    access_token_ttl: int = Field(900, ge=30, le=86_400)
+    access_token_ttl: int = Field(900, ge=5, le=86_400)
     refresh_token_ttl: int = Field(
         14 * 86_400, ge=60, description="Absolute lifetime of a login session's refresh tokens."
     )

@@ -1,0 +1,62 @@
+"""Small helpers shared by tests: users, logins, hand-made attack tokens."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from httpx import AsyncClient, Response
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from idp.configuration.settings import Settings
+from idp.models import User
+from idp.schemas.users import UserCreate
+from idp.services import users as users_service
+
+PASSWORD = "a long enough passphrase"
+
+
+async def make_user(
+    session: AsyncSession,
+    settings: Settings,
+    username: str = "alice",
+    *,
+    roles: list[str] | None = None,
+    password: str | None = PASSWORD,
+    active: bool = True,
+) -> User:
+    return await users_service.create_user(
+        session,
+        settings,
+        UserCreate(
+            username=username,
+            email=f"{username}@example.com",
+            password=password,
+            roles=roles or [],
+            is_active=active,
+        ),
+    )
+
+
+async def login(
+    client: AsyncClient, username: str = "alice", password: str = PASSWORD, **extra: str
+) -> Response:
+    return await client.post(
+        "/token",
+        data={"grant_type": "password", "username": username, "password": password, **extra},
+    )
+
+
+def b64url(data: bytes | str) -> str:
+    raw = data.encode() if isinstance(data, str) else data
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def unsigned(header: dict[str, Any], claims: dict[str, Any], signature: bytes = b"") -> str:
+    """A compact JWS with whatever header, claims and signature bytes an attacker chooses."""
+    return ".".join((b64url(json.dumps(header)), b64url(json.dumps(claims)), b64url(signature)))
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}

@@ -1,0 +1,154 @@
+"""Real server processes for end-to-end tests: `idp serve` under uvicorn on a free port."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+from sqlalchemy.engine import make_url
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def execute(url: str, sql: str) -> None:
+    """Run one statement through asyncpg on the database of `url`."""
+    target = make_url(url)
+    conn = await asyncpg.connect(
+        host=target.host,
+        port=target.port,
+        user=target.username,
+        password=target.password,
+        database=target.database,
+    )
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def execute_sync(url: str, sql: str) -> None:
+    """`execute` from synchronous code, in its own thread so no running loop is disturbed."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, execute(url, sql)).result()
+
+
+def database_named(url: str, name: str) -> str:
+    return make_url(url).set(database=name).render_as_string(hide_password=False)
+
+
+def run_idp(
+    *args: str, env: Mapping[str, str], stdin: str = "", timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """Run the `idp` command as an operator would."""
+    return subprocess.run(
+        [sys.executable, "-m", "idp", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        timeout=timeout,
+        check=False,
+    )
+
+
+@dataclass
+class LiveServer:
+    url: str
+    port: int
+    env: dict[str, str]
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def idp(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return run_idp(*args, env=self.env, stdin=stdin)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
+        return self.process.returncode
+
+
+def server_env(database_url: str, keys_dir: Path, port: int, **extra: str) -> dict[str, str]:
+    return {
+        "IDP_DATABASE_URL": database_url,
+        "IDP_KEYS_DIR": str(keys_dir),
+        "IDP_ISSUER": f"http://127.0.0.1:{port}",
+        "IDP_AUDIENCE": "api.test",
+        "IDP_BCRYPT_ROUNDS": "4",
+        "IDP_JWKS_MAX_AGE": "2",
+        "IDP_KEYS_RELOAD_INTERVAL": "0.5",
+        "IDP_TOKEN_RATE_LIMIT": "0",
+        "IDP_LOG_LEVEL": "INFO",
+        **extra,
+    }
+
+
+@contextmanager
+def live_server(
+    database_url: str,
+    workdir: Path,
+    *,
+    keys_dir: Path | None = None,
+    port: int | None = None,
+    env: Mapping[str, str] | None = None,
+    ready_timeout: float = 30,
+) -> Iterator[LiveServer]:
+    """Start `idp serve` and wait until /readyz answers 200; stop it with SIGTERM afterwards."""
+    port = port or free_port()
+    keys_dir = keys_dir or workdir / "keys"
+    full_env = server_env(database_url, keys_dir, port, **(env or {}))
+    log_path = workdir / f"server-{port}-{uuid.uuid4().hex[:6]}.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "idp", "serve", "--port", str(port)],
+            env={**os.environ, **full_env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=workdir,
+        )
+    server = LiveServer(f"http://127.0.0.1:{port}", port, full_env, process, log_path)
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"idp serve exited with {process.returncode}:\n{server.log()}")
+            try:
+                if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"idp serve not ready in {ready_timeout}s:\n{server.log()}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        if server.stop(signal.SIGTERM) is None:
+            os.kill(process.pid, signal.SIGKILL)
