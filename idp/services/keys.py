@@ -416,8 +416,12 @@ class KeyStore:
         if not self.directory.is_dir():
             self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
             logger.info("keystore %s created", self.directory)
-        elif self.directory.stat().st_mode & 0o077:
-            logger.warning("keystore %s is accessible to other users; use 0700", self.directory)
+        elif (info := self.directory.stat()).st_mode & 0o077:
+            if info.st_uid == os.geteuid():  # ours (e.g. the repository's keys/): tighten it
+                self.directory.chmod(0o700)
+                logger.info("keystore %s made private (0700)", self.directory)
+            else:
+                logger.warning("keystore %s is accessible to other users; use 0700", self.directory)
 
     def _fsync_directory(self) -> None:
         fd = os.open(self.directory, os.O_RDONLY | os.O_DIRECTORY)
