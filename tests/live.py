@@ -120,6 +120,7 @@ def live_server(
     port: int | None = None,
     env: Mapping[str, str] | None = None,
     ready_timeout: float = 30,
+    workers: int = 1,
 ) -> Iterator[LiveServer]:
     """Start `idp serve` and wait until /readyz answers 200; stop it with SIGTERM afterwards."""
     port = port or free_port()
@@ -128,7 +129,7 @@ def live_server(
     log_path = workdir / f"server-{port}-{uuid.uuid4().hex[:6]}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "idp", "serve", "--port", str(port)],
+            [sys.executable, "-m", "idp", "serve", "--port", str(port), "--workers", str(workers)],
             env={**os.environ, **full_env},
             stdout=log,
             stderr=subprocess.STDOUT,

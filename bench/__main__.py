@@ -1,0 +1,94 @@
+"""`python -m bench`: run every benchmark against real processes and print a table of ratios."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import subprocess
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from bench import login, verify
+from bench.common import Report, Sizes, bench_server
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    memory_kb = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    try:
+        postgres = subprocess.run(
+            [os.path.join(os.environ.get("IDP_BENCH_PG_BINDIR", ""), "postgres"), "--version"],
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
+    except OSError:
+        postgres = "PostgreSQL (external)"
+    return (
+        f"{os.cpu_count()} vCPU ({cpu}), {memory_kb / 1024**2:.0f} GiB RAM, "
+        f"Python {platform.python_version()}, {postgres or 'PostgreSQL'}, {platform.system()} "
+        f"{platform.release()}"
+    )
+
+
+def markdown(report: Report, sizes: Sizes, quick: bool) -> str:
+    lines = [
+        "# Benchmarks",
+        "",
+        "Produced by `bench/run` (`python -m bench`): every ratio is measured side by side in one "
+        "run on the same machine, against real uvicorn processes on a real PostgreSQL. The "
+        "machine is shared and noisy, so read the ratios, not absolute numbers.",
+        "",
+        f"- Run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+        + (" (quick sizes: a smoke run, not a measurement)" if quick else ""),
+        f"- Machine: {machine()}",
+        f"- bcrypt cost {sizes.bcrypt_rounds}; {sizes.tokens:,} distinct tokens; Zipf traffic "
+        f"{sizes.zipf_requests:,} requests over {sizes.zipf_users:,} users",
+        "",
+        "| benchmark | ratio | target | verdict | measured |",
+        "|---|---|---|---|---|",
+    ]
+    for row in report.rows:
+        verdict = {True: "meets", False: "misses", None: "-"}[row.meets]
+        lines.append(f"| {row.name} | {row.ratio:.2f}× | {row.target} | {verdict} | {row.detail} |")
+    if report.notes:
+        lines += ["", *[f"- {note}" for note in report.notes]]
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs")
+    parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+    sizes = Sizes.quick() if args.quick else Sizes()
+    report = Report()
+    with tempfile.TemporaryDirectory(prefix="idp-bench-") as tmp:
+        workdir = Path(tmp)
+        with bench_server(workdir, rounds=sizes.bcrypt_rounds) as server:
+            print(f"server {server.url} (pid {server.process.pid})", flush=True)
+            verify.run_sync(report, sizes, server, workdir / "keys")
+            asyncio.run(login.run(report, sizes, server))
+            login.memory(report, server)
+    text = markdown(report, sizes, args.quick)
+    print()
+    print(text)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
