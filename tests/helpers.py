@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import json
 from typing import Any
 
@@ -60,3 +62,10 @@ def unsigned(header: dict[str, Any], claims: dict[str, Any], signature: bytes = 
 
 def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+def hs256(header: dict[str, Any], claims: dict[str, Any], secret: bytes) -> str:
+    """An HMAC-SHA256 token with any secret, e.g. a public key (the algorithm-confusion attack)."""
+    signing_input = f"{b64url(json.dumps(header))}.{b64url(json.dumps(claims))}"
+    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(signature)}"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import time
 from typing import Any
@@ -19,7 +17,7 @@ from idp.configuration.settings import Settings
 from idp.services import passwords
 from idp.services.keys import KeyRing
 from tests.conftest import AUDIENCE, ISSUER
-from tests.helpers import PASSWORD, b64url, bearer, login, make_user, unsigned
+from tests.helpers import PASSWORD, bearer, hs256, login, make_user, unsigned
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi"}
 
@@ -208,12 +206,6 @@ def _valid_claims(sub: str, **overrides: Any) -> dict[str, Any]:
     return claims
 
 
-def _hs256(header: dict[str, Any], claims: dict[str, Any], secret: bytes) -> str:
-    signing_input = f"{b64url(json.dumps(header))}.{b64url(json.dumps(claims))}"
-    signature = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
-    return f"{signing_input}.{b64url(signature)}"
-
-
 def _attacker_rs256(
     header: dict[str, Any], claims: dict[str, Any]
 ) -> tuple[str, rsa.RSAPrivateKey]:
@@ -246,10 +238,10 @@ async def test_attack_tokens_are_all_401(
     attacks = {
         "alg none": unsigned({"alg": "none", "typ": "at+jwt", "kid": kid}, _valid_claims(sub)),
         "alg NoNe": unsigned({"alg": "NoNe", "typ": "at+jwt", "kid": kid}, _valid_claims(sub)),
-        "hs256 with public pem": _hs256(
+        "hs256 with public pem": hs256(
             {"alg": "HS256", "typ": "at+jwt", "kid": kid}, _valid_claims(sub), public_pem
         ),
-        "hs256 with public jwk": _hs256(
+        "hs256 with public jwk": hs256(
             {"alg": "HS256", "typ": "at+jwt", "kid": kid}, _valid_claims(sub), public_jwk
         ),
         "empty signature": f"{head}.{body}.",
