@@ -12,10 +12,10 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from idp_verifier import TokenVerifier
 
 from bench.common import Report, Sizes, rate
 from idp.services.keys import KeyStore
+from idp_verifier import TokenVerifier
 from tests.live import LiveServer
 
 AUDIENCE = "api.test"
