@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from idp.configuration.database import Database
 from idp.configuration.settings import Settings, get_settings
-from idp.controllers import health, me, oauth, wellknown
+from idp.controllers import admin_audit, admin_roles, admin_users, health, me, oauth, wellknown
 from idp.controllers.errors import install_error_handlers
 from idp.services.keys import KeyRing, KeyStore, ensure_keystore
 
@@ -74,4 +74,7 @@ def create_app(
     app.include_router(wellknown.router)
     app.include_router(me.router)
     app.include_router(health.router)
+    app.include_router(admin_users.router)
+    app.include_router(admin_roles.router)
+    app.include_router(admin_audit.router)
     return app

@@ -21,3 +21,5 @@ BCRYPT_MAX_BYTES: Final = 72
 USERNAME_MAX_LENGTH: Final = 150
 EMAIL_MAX_LENGTH: Final = 320
 ROLE_NAME_MAX_LENGTH: Final = 100
+# PostgreSQL's OFFSET is a bigint; pages beyond this are refused with a 422, not a database error.
+MAX_PAGE_OFFSET: Final = 2**31 - 1

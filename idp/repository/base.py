@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -17,5 +19,21 @@ async def insert_or_conflict(session: AsyncSession, row: object, message: str) -
     try:
         async with session.begin_nested():
             session.add(row)
+    except IntegrityError as exc:
+        raise ConflictError(message) from exc
+
+
+async def update_or_conflict(
+    session: AsyncSession, row: object, changes: Mapping[str, object], message: str
+) -> None:
+    """Apply `changes` to `row` and flush them inside a savepoint, like `insert_or_conflict`.
+
+    The attributes are set inside the savepoint, so the flush that may violate a unique
+    index runs there and a clash leaves the outer transaction usable.
+    """
+    try:
+        async with session.begin_nested():
+            for name, value in changes.items():
+                setattr(row, name, value)
     except IntegrityError as exc:
         raise ConflictError(message) from exc

@@ -14,18 +14,36 @@ from idp.repository.base import insert_or_conflict
 
 
 async def get_by_name(
-    session: AsyncSession, name: str, *, with_permissions: bool = False
+    session: AsyncSession, name: str, *, with_permissions: bool = False, for_update: bool = False
 ) -> Role | None:
+    """The role named `name`; `for_update` locks its row until the transaction ends
+    (PostgreSQL; SQLite runs one writer at a time anyway)."""
     query = select(Role).where(Role.name == name)
     if with_permissions:
-        query = query.options(selectinload(Role.permissions))
+        # Refresh a collection already loaded earlier in this unit of work.
+        query = query.options(selectinload(Role.permissions)).execution_options(
+            populate_existing=True
+        )
+    if for_update:
+        query = query.with_for_update()
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def get_many_by_name(session: AsyncSession, names: Sequence[str]) -> Sequence[Role]:
+async def get_many_by_name(
+    session: AsyncSession, names: Sequence[str], *, with_permissions: bool = False
+) -> Sequence[Role]:
     if not names:
         return []
-    return (await session.execute(select(Role).where(Role.name.in_(names)))).scalars().all()
+    query = select(Role).where(Role.name.in_(names))
+    if with_permissions:
+        query = query.options(selectinload(Role.permissions))
+    return (await session.execute(query)).scalars().all()
+
+
+async def delete_role(session: AsyncSession, role_id: int) -> bool:
+    """Delete the role; its user and permission links go with it (ON DELETE CASCADE)."""
+    result = await session.execute(delete(Role).where(Role.id == role_id))
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 async def add(session: AsyncSession, role: Role) -> Role:

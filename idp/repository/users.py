@@ -19,7 +19,11 @@ async def get(session: AsyncSession, user_id: uuid.UUID) -> User | None:
 
 async def get_with_roles(session: AsyncSession, user_id: uuid.UUID) -> User | None:
     result = await session.execute(
-        select(User).where(User.id == user_id).options(selectinload(User.roles))
+        select(User)
+        .where(User.id == user_id)
+        .options(selectinload(User.roles))
+        # Refresh roles loaded earlier in this unit of work, before a grant or revocation.
+        .execution_options(populate_existing=True)
     )
     return result.scalar_one_or_none()
 

@@ -3,25 +3,33 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from idp.schemas.users import RoleName
+from idp.schemas.users import ROLE_NAME_PATTERN, RoleName
+
+PERMISSION_CODE_PATTERN = ROLE_NAME_PATTERN
+PermissionCode = Annotated[
+    str, StringConstraints(min_length=1, max_length=100, pattern=PERMISSION_CODE_PATTERN)
+]
+# Newlines and tabs are fine in a description; NUL is not storable in PostgreSQL text.
+Description = Annotated[str, StringConstraints(max_length=500, pattern=r"^[^\x00]*$")]
 
 
 class RoleCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: RoleName
-    description: str = Field("", max_length=500)
-    permissions: list[str] = Field(default_factory=list, max_length=100)
+    description: Description = ""
+    permissions: list[PermissionCode] = Field(default_factory=list, max_length=100)
 
 
 class RoleUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: RoleName | None = None
-    description: str | None = Field(None, max_length=500)
+    description: Description | None = None
 
 
 class PermissionOut(BaseModel):
@@ -41,7 +49,7 @@ class RoleOut(BaseModel):
 class PermissionGrant(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    permission: str = Field(min_length=1, max_length=100)
+    permission: PermissionCode
 
 
 class RoleGrant(BaseModel):

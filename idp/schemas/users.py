@@ -10,13 +10,18 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from idp.configuration.constants import ROLE_NAME_MAX_LENGTH, USERNAME_MAX_LENGTH
 
+USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$"
+ROLE_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]*$"
+# Free text reaching the database: PostgreSQL refuses NUL in text, which must be a 422, not a 500.
+NO_CONTROL_PATTERN = r"^[^\x00-\x1f\x7f]*$"
+
 Username = Annotated[
     str,
     StringConstraints(
         strip_whitespace=True,
         min_length=1,
         max_length=USERNAME_MAX_LENGTH,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._@+-]*$",
+        pattern=USERNAME_PATTERN,
     ),
     Field(description="Letters, digits and . _ @ + -; unique whatever the case"),
 ]
@@ -26,7 +31,7 @@ RoleName = Annotated[
         strip_whitespace=True,
         min_length=1,
         max_length=ROLE_NAME_MAX_LENGTH,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+        pattern=ROLE_NAME_PATTERN,
     ),
 ]
 # Length and the 72-byte bcrypt limit are checked by the password policy with a clear message.

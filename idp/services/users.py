@@ -1,6 +1,7 @@
-"""Decisions about users: creation, passwords, disabling, listing, the bootstrap admin.
+"""Decisions about users: creation, updates, passwords, deletion, listing, the bootstrap admin.
 
 The CLI and the admin API both call these, so there is one implementation of each rule.
+Every change is audited in the same transaction; `actor` says who made it.
 """
 
 from __future__ import annotations
@@ -17,8 +18,11 @@ from idp.configuration.settings import Settings
 from idp.models import User
 from idp.repository import roles as roles_repo
 from idp.repository import users as users_repo
-from idp.schemas.users import Profile, UserCreate, UserOut
-from idp.services import passwords
+from idp.repository.base import update_or_conflict
+from idp.schemas.users import Profile, UserCreate, UserOut, UserUpdate
+from idp.services import audit, passwords
+from idp.services.permissions import SYSTEM, Actor, ensure_holds, ensure_may_manage
+from idp.services.roles import guard_last_admin
 
 
 def to_out(user: User) -> UserOut:
@@ -42,12 +46,21 @@ async def check_new_password(
     passwords.check_policy(password, min_length=settings.password_min_length)
 
 
-async def create_user(session: AsyncSession, settings: Settings, data: UserCreate) -> User:
-    """Create a user, optionally with a password and roles; 409 on a duplicate name or email."""
-    roles = await roles_repo.get_many_by_name(session, data.roles)
+async def create_user(
+    session: AsyncSession, settings: Settings, data: UserCreate, *, actor: Actor = SYSTEM
+) -> User:
+    """Create a user, optionally with a password and roles; 409 on a duplicate name or email.
+
+    Creating a user with roles is granting them: it needs `roles:write` and every permission
+    the roles carry, like a grant through `/admin/users/{id}/roles`.
+    """
+    roles = await roles_repo.get_many_by_name(session, data.roles, with_permissions=True)
     missing = sorted(set(data.roles) - {role.name for role in roles})
     if missing:
         raise NotFoundError(f"unknown role: {', '.join(missing)}")
+    if roles:
+        needed = {"roles:write"} | {p.code for role in roles for p in role.permissions}
+        ensure_holds(actor, needed, "creating a user with these roles")
     password_hash = None
     if data.password is not None:
         await check_new_password(data.password, settings)
@@ -61,6 +74,20 @@ async def create_user(session: AsyncSession, settings: Settings, data: UserCreat
     await users_repo.add(session, user)
     for role in roles:
         await roles_repo.link(session, user.id, role.id)
+    await audit.record(
+        session,
+        actor,
+        "user.create",
+        target_type="user",
+        target_id=str(user.id),
+        details={
+            "username": user.username,
+            "email": user.email,
+            "is_active": user.is_active,
+            "roles": sorted(role.name for role in roles),
+            "has_password": password_hash is not None,
+        },
+    )
     return user
 
 
@@ -79,16 +106,69 @@ async def get_by_username(session: AsyncSession, username: str) -> User:
 
 
 async def set_password(
-    session: AsyncSession, settings: Settings, user: User, password: str
+    session: AsyncSession, settings: Settings, user: User, password: str, *, actor: Actor = SYSTEM
 ) -> None:
+    """Set (or reset) `user`'s password under the password policy."""
+    await ensure_may_manage(session, actor, user)
     await check_new_password(password, settings, user=user)
     user.password_hash = await passwords.hash_password(password, settings.bcrypt_rounds)
     await session.flush()
+    await audit.record(
+        session,
+        actor,
+        "user.password_set",
+        target_type="user",
+        target_id=str(user.id),
+        details={"username": user.username},
+    )
 
 
-async def set_active(session: AsyncSession, user: User, active: bool) -> None:
-    user.is_active = active
-    await session.flush()
+async def set_active(
+    session: AsyncSession, user: User, active: bool, *, actor: Actor = SYSTEM
+) -> None:
+    """Enable or disable `user`; disabling the last active admin is refused (409)."""
+    await update_user(session, user, UserUpdate(is_active=active), actor=actor)
+
+
+async def update_user(
+    session: AsyncSession, user: User, data: UserUpdate, *, actor: Actor = SYSTEM
+) -> User:
+    """Change email and/or active state; 409 on a taken email or on disabling the last admin."""
+    changes: dict[str, object] = {}
+    if data.email is not None and str(data.email) != user.email:
+        changes["email"] = str(data.email)
+    if data.is_active is not None and data.is_active != user.is_active:
+        changes["is_active"] = data.is_active
+    if not changes:
+        return user
+    await ensure_may_manage(session, actor, user)
+    if changes.get("is_active") is False:
+        await guard_last_admin(session, user)
+    before = {"email": user.email, "is_active": user.is_active}
+    await update_or_conflict(session, user, changes, "a user with this email already exists")
+    await audit.record(
+        session,
+        actor,
+        "user.update",
+        target_type="user",
+        target_id=str(user.id),
+        details={
+            "username": user.username,
+            **{key: {"from": before[key], "to": value} for key, value in changes.items()},
+        },
+    )
+    return user
+
+
+async def delete_user(session: AsyncSession, user: User, *, actor: Actor = SYSTEM) -> None:
+    """Delete `user` and their role links; deleting the last active admin is refused (409)."""
+    await ensure_may_manage(session, actor, user)
+    await guard_last_admin(session, user)
+    user_id, details = user.id, {"username": user.username, "email": user.email}
+    await users_repo.delete_user(session, user_id)
+    await audit.record(
+        session, actor, "user.delete", target_type="user", target_id=str(user_id), details=details
+    )
 
 
 async def list_users(

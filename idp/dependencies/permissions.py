@@ -1,0 +1,87 @@
+"""Route guards: each admin route declares the permission it needs, checked on every request.
+
+The caller comes from `CallerDep` (token verified with our keys, user loaded, disabled users
+refused); their current permissions are then read from the database in one statement.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
+
+from idp.configuration.constants import PERMISSIONS
+from idp.dependencies.auth import CallerDep
+from idp.dependencies.database import SessionDep
+from idp.services import permissions as permissions_service
+from idp.services.permissions import Actor
+
+
+class RequirePermission:
+    """A dependency that yields the caller as an `Actor` when they hold `code`, else 403."""
+
+    def __init__(self, code: str) -> None:
+        if code not in PERMISSIONS:  # a typo here would lock everybody out of the route
+            raise ValueError(f"unknown permission {code!r}")
+        self.code = code
+
+    async def __call__(self, request: Request, caller: CallerDep, session: SessionDep) -> Actor:
+        # uvicorn's proxy_headers has already put a trusted proxy's X-Forwarded-For here.
+        address = request.client.host[:64] if request.client else None
+        return await permissions_service.authorize(session, caller.user, self.code, address=address)
+
+    def __repr__(self) -> str:
+        return f"RequirePermission({self.code!r})"
+
+
+def require_permission(code: str) -> Any:
+    """`Annotated[Actor, require_permission("users:write")]` guards a route with `code`."""
+    return Depends(RequirePermission(code))
+
+
+UsersRead = Annotated[Actor, require_permission("users:read")]
+UsersWrite = Annotated[Actor, require_permission("users:write")]
+RolesRead = Annotated[Actor, require_permission("roles:read")]
+RolesWrite = Annotated[Actor, require_permission("roles:write")]
+AuditRead = Annotated[Actor, require_permission("audit:read")]
+
+
+def _declared(dependant: Dependant) -> set[str]:
+    found: set[str] = set()
+    for sub in dependant.dependencies:
+        if isinstance(sub.call, RequirePermission):
+            found.add(sub.call.code)
+        found |= _declared(sub)
+    return found
+
+
+def route_permissions(route: APIRoute) -> set[str]:
+    """The permissions a route declares, found in its dependency tree."""
+    return _declared(route.dependant)
+
+
+class PermissionRoute(APIRoute):
+    """A route that must declare exactly one permission; OpenAPI shows which.
+
+    Building such a route without a permission fails at import time, so an admin endpoint
+    cannot be left open by forgetting its guard.
+    """
+
+    def __init__(self, path: str, endpoint: Any, **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        codes = route_permissions(self)
+        if len(codes) != 1:
+            raise RuntimeError(f"route {path} must declare exactly one permission, has {codes}")
+        (code,) = codes
+        self.openapi_extra = {**(self.openapi_extra or {}), "x-required-permission": code}
+        note = f"Requires the `{code}` permission."
+        if note not in self.description:  # some FastAPI versions rebuild routes when including
+            self.description = f"{self.description}\n\n{note}".strip()
+
+
+ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "No valid bearer token, or the caller is disabled"},
+    403: {"description": "The caller lacks the permission"},
+}
