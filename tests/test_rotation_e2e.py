@@ -12,7 +12,7 @@ from tests.helpers import PASSWORD
 from tests.live import LiveServer, live_server
 
 # Short lifetimes so a retired key becomes prunable within the test.
-ENV = {"IDP_ACCESS_TOKEN_TTL": "8", "IDP_CLOCK_LEEWAY": "0", "IDP_JWKS_MAX_AGE": "2"}
+ENV = {"IDP_ACCESS_TOKEN_TTL": "20", "IDP_CLOCK_LEEWAY": "0", "IDP_JWKS_MAX_AGE": "2"}
 
 
 def _jwks_kids(server: LiveServer) -> set[str]:
@@ -81,7 +81,7 @@ def test_rotation_prune_and_revoke_on_a_running_server(e2e_database: str, tmp_pa
 
         early = server.idp("keys", "prune")
         assert "nothing to prune" in early.stdout  # not before TTL + JWKS max-age + leeway
-        _wait_for(lambda: old_active in server.idp("keys", "prune").stdout, timeout=15)
+        _wait_for(lambda: old_active in server.idp("keys", "prune").stdout, timeout=40)
         _wait_for(lambda: old_active not in _jwks_kids(server))
 
         assert server.idp("keys", "revoke", first_next).returncode == 0
