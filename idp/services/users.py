@@ -8,17 +8,22 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.configuration.constants import ADMIN_ROLE
-from idp.configuration.exceptions import NotFoundError, ValidationFailedError
+from idp.configuration.exceptions import (
+    NotFoundError,
+    PermissionDeniedError,
+    ValidationFailedError,
+)
 from idp.configuration.settings import Settings
 from idp.models import User
 from idp.repository import roles as roles_repo
 from idp.repository import users as users_repo
 from idp.schemas.users import Profile, UserCreate, UserOut
-from idp.services import passwords
+from idp.services import auth, passwords, refresh_tokens
 
 
 def to_out(user: User) -> UserOut:
@@ -81,14 +86,46 @@ async def get_by_username(session: AsyncSession, username: str) -> User:
 async def set_password(
     session: AsyncSession, settings: Settings, user: User, password: str
 ) -> None:
+    """Set a password for the user (an operator or admin reset): all their sessions end."""
+    await _store_password(session, settings, user, password)
+    await refresh_tokens.end_sessions(session, user.id)
+
+
+async def change_password(
+    session: AsyncSession,
+    settings: Settings,
+    user: User,
+    *,
+    current_password: str,
+    new_password: str,
+    keep_session: uuid.UUID | None,
+    now: datetime,
+) -> None:
+    """The user changes their own password: the current one is required (403 when wrong);
+    the user's other sessions end, `keep_session` (the caller's own) continues."""
+    if user.password_hash is None:
+        await auth.dummy_check(settings, current_password)
+        raise PermissionDeniedError("the current password is wrong")
+    if not await passwords.verify_password(current_password, user.password_hash):
+        raise PermissionDeniedError("the current password is wrong")
+    await _store_password(session, settings, user, new_password)
+    await refresh_tokens.end_sessions(session, user.id, keep=keep_session, now=now)
+
+
+async def _store_password(
+    session: AsyncSession, settings: Settings, user: User, password: str
+) -> None:
     await check_new_password(password, settings, user=user)
     user.password_hash = await passwords.hash_password(password, settings.bcrypt_rounds)
     await session.flush()
 
 
 async def set_active(session: AsyncSession, user: User, active: bool) -> None:
+    """Enable or disable the user; disabling ends all their sessions (refresh-token families)."""
     user.is_active = active
     await session.flush()
+    if not active:
+        await refresh_tokens.end_sessions(session, user.id)
 
 
 async def list_users(
