@@ -16,12 +16,14 @@ from alembic.config import Config
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from idp.configuration.clock import Clock
 from idp.configuration.database import Database, is_unavailable
 from idp.configuration.exceptions import IdpError
 from idp.configuration.logging import configure_logging
 from idp.configuration.settings import Settings, get_settings
 from idp.schemas.roles import RoleCreate
 from idp.schemas.users import UserCreate
+from idp.services import refresh_tokens
 from idp.services import roles as roles_service
 from idp.services import users as users_service
 from idp.services.keys import KeyRecord, KeyStore
@@ -44,6 +46,8 @@ keys_app = typer.Typer(
 )
 app.add_typer(roles_app, name="roles")
 app.add_typer(keys_app, name="keys")
+tokens_app = typer.Typer(help="Refresh tokens and the sessions they keep.", no_args_is_help=True)
+app.add_typer(tokens_app, name="tokens")
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,13 +70,22 @@ def load_settings() -> Settings:
 
 def run_in_session(work: Callable[[AsyncSession, Settings], Awaitable[T]]) -> T:
     """Run `work` in one committed unit of work; operator mistakes become one line, exit 1."""
+
+    async def in_session(database: Database, settings: Settings) -> T:
+        async with database.session() as session:
+            return await work(session, settings)
+
+    return run_with_database(in_session)
+
+
+def run_with_database(work: Callable[[Database, Settings], Awaitable[T]]) -> T:
+    """Run `work` with a database of its own (for work that commits in several units)."""
     settings = load_settings()
 
     async def main() -> T:
         database = Database(settings)
         try:
-            async with database.session() as session:
-                return await work(session, settings)
+            return await work(database, settings)
         finally:
             await database.dispose()
 
@@ -369,6 +382,30 @@ def roles_revoke(username: str, role: str) -> None:
         typer.echo(f"revoked {role} from {user.username}")
 
     run_in_session(work)
+
+
+# tokens --------------------------------------------------------------------------------------
+
+
+@tokens_app.command("purge")
+def tokens_purge(
+    retention: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Keep sessions that ended less than this many seconds ago "
+            "(default: IDP_REFRESH_PURGE_RETENTION).",
+        ),
+    ] = None,
+) -> None:
+    """Delete ended (expired or revoked) sessions and their refresh tokens."""
+
+    async def work(database: Database, settings: Settings) -> refresh_tokens.PurgeResult:
+        keep = settings.refresh_purge_retention if retention is None else retention
+        return await refresh_tokens.purge(database, now=Clock().now(), retention=keep)
+
+    result = run_with_database(work)
+    typer.echo(f"purged {result.families} ended session(s) and {result.tokens} refresh token(s)")
 
 
 # keys ----------------------------------------------------------------------------------------

@@ -9,10 +9,12 @@ from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
+from idp.configuration.clock import Clock
 from idp.configuration.database import Database
 from idp.configuration.settings import Settings, get_settings
 from idp.controllers import admin_audit, admin_roles, admin_users, health, me, oauth, wellknown
 from idp.controllers.errors import install_error_handlers
+from idp.services import refresh_tokens
 from idp.services.keys import KeyRing, KeyStore, ensure_keystore
 
 logger = logging.getLogger(__name__)
@@ -30,22 +32,29 @@ def keystore_for(settings: Settings) -> KeyStore:
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Load the signing keys (creating them on first run) and watch the keystore for changes."""
+    """Load the signing keys (creating them on first run), watch the keystore for changes and
+    purge ended refresh-token sessions periodically."""
     settings: Settings = app.state.settings
-    watcher: asyncio.Task[None] | None = None
+    tasks: list[asyncio.Task[None]] = []
     if app.state.keyring is None:
         store = keystore_for(settings)
         await asyncio.to_thread(ensure_keystore, store)
         keyring = await asyncio.to_thread(KeyRing, store)
         app.state.keyring = keyring
-        watcher = asyncio.create_task(keyring.watch(settings.keys_reload_interval))
+        tasks.append(asyncio.create_task(keyring.watch(settings.keys_reload_interval)))
+    if app.state.owns_database and settings.refresh_purge_interval > 0:
+        tasks.append(
+            asyncio.create_task(
+                refresh_tokens.purge_periodically(app.state.database, settings, app.state.clock)
+            )
+        )
     try:
         yield
     finally:
-        if watcher is not None:
-            watcher.cancel()
+        for task in tasks:
+            task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+                await task
         if app.state.owns_database:
             await app.state.database.dispose()
 
@@ -55,8 +64,9 @@ def create_app(
     *,
     database: Database | None = None,
     keyring: KeyRing | None = None,
+    clock: Clock | None = None,
 ) -> FastAPI:
-    """Build the app. Tests pass their own database (inside a transaction) and key ring."""
+    """Build the app. Tests pass their own database (inside a transaction), key ring, clock."""
     settings = settings or get_settings()
     app = FastAPI(
         title="idp",
@@ -69,6 +79,7 @@ def create_app(
     app.state.owns_database = database is None
     app.state.database = database or Database(settings)
     app.state.keyring = keyring
+    app.state.clock = clock or Clock()
     install_error_handlers(app)
     app.include_router(oauth.router)
     app.include_router(wellknown.router)

@@ -6,11 +6,13 @@ import base64
 import hashlib
 import hmac
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from httpx import AsyncClient, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from idp.configuration.clock import Clock
 from idp.configuration.settings import Settings
 from idp.models import User
 from idp.schemas.users import UserCreate
@@ -48,6 +50,25 @@ async def login(
         "/token",
         data={"grant_type": "password", "username": username, "password": password, **extra},
     )
+
+
+async def refresh(client: AsyncClient, refresh_token: str, **extra: str) -> Response:
+    return await client.post(
+        "/token", data={"grant_type": "refresh_token", "refresh_token": refresh_token, **extra}
+    )
+
+
+class ManualClock(Clock):
+    """A clock that stands still until a test moves it."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.current = start or datetime.now(UTC)
+
+    def now(self) -> datetime:
+        return self.current
+
+    def advance(self, seconds: float) -> None:
+        self.current += timedelta(seconds=seconds)
 
 
 def b64url(data: bytes | str) -> str:

@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from idp.configuration.exceptions import ServiceUnavailableError
+from idp.configuration.exceptions import IdpError, ServiceUnavailableError
 from idp.configuration.settings import Settings
 
 
@@ -100,13 +100,20 @@ class Database:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """One unit of work: commit when the block succeeds, roll back on any exception.
+        """One unit of work: commit when the block succeeds, roll back on any exception
+        (except an `IdpError` raised with `keep_changes=True`, which commits, then propagates).
 
         An unreachable database surfaces as `ServiceUnavailableError` (503), never as a 500.
         """
         async with self.sessionmaker() as session:
             try:
-                yield session
+                try:
+                    yield session
+                except IdpError as refusal:
+                    if not refusal.keep_changes:
+                        raise
+                    await session.commit()
+                    raise
                 await session.commit()
             except BaseException as exc:
                 with suppress(Exception):  # a dead connection cannot roll back; it is discarded

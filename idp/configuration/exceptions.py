@@ -13,8 +13,11 @@ class IdpError(Exception):
     status_code: int = 500
     default_message: str = "internal error"
 
-    def __init__(self, message: str | None = None) -> None:
+    def __init__(self, message: str | None = None, *, keep_changes: bool = False) -> None:
         self.message = message or self.default_message
+        # The unit of work commits before the error response: a refusal that must leave a
+        # trace, such as the family a reused refresh token revokes.
+        self.keep_changes = keep_changes
         super().__init__(self.message)
 
 
@@ -81,6 +84,11 @@ class InvalidRequestError(OAuthError):
 class InvalidGrantError(OAuthError):
     error = "invalid_grant"
     default_message = "invalid credentials or grant"
+
+
+class InvalidScopeError(OAuthError):
+    error = "invalid_scope"
+    default_message = "the requested scope exceeds the scope originally granted"
 
 
 class UnsupportedGrantTypeError(OAuthError):

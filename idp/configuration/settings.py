@@ -48,6 +48,15 @@ class Settings(BaseSettings):
         3 * 86_400, ge=60, description="A refresh token unused this long expires."
     )
     clock_leeway: int = Field(30, ge=0, le=300, description="Leeway for exp/nbf/iat checks.")
+    refresh_purge_interval: int = Field(
+        3600,
+        ge=0,
+        description="Seconds between purges of ended refresh-token sessions in each server "
+        "process (0: never; `idp tokens purge` does it on demand).",
+    )
+    refresh_purge_retention: int = Field(
+        86_400, ge=0, description="An ended session's rows are kept this long before a purge."
+    )
 
     # Keys
     keys_dir: Path = Path("keys")

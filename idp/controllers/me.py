@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Response, status
 
 from idp.dependencies.auth import CallerDep
-from idp.dependencies.database import SessionDep
-from idp.schemas.users import Profile
+from idp.dependencies.clock import ClockDep
+from idp.dependencies.database import SessionDep, SettingsDep
+from idp.schemas.users import PasswordChange, Profile
 from idp.services import users as users_service
 
 router = APIRouter(tags=["me"])
@@ -16,3 +17,28 @@ router = APIRouter(tags=["me"])
 async def me(caller: CallerDep, session: SessionDep) -> Profile:
     """The caller's profile, roles and effective permissions as the database has them now."""
     return await users_service.profile(session, caller.user)
+
+
+@router.post(
+    "/me/password",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses={403: {"description": "the current password is wrong"}},
+)
+async def change_password(
+    body: PasswordChange,
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+) -> Response:
+    """Change the caller's password. Ends the user's other sessions; this one continues."""
+    await users_service.change_password(
+        session,
+        settings,
+        caller.user,
+        current_password=body.current_password,
+        new_password=body.new_password,
+        keep_session=caller.session_id,
+        now=clock.now(),
+    )
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

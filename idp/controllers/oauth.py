@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Form, Request, Response
 from fastapi.responses import JSONResponse
 
 from idp.configuration.exceptions import InvalidRequestError, UnsupportedGrantTypeError
 from idp.controllers.errors import NO_STORE
-from idp.dependencies.auth import KeySetDep
+from idp.dependencies.auth import CallerDep, KeySetDep
+from idp.dependencies.clock import ClockDep
 from idp.dependencies.database import SessionDep, SettingsDep
-from idp.schemas.oauth import OAuthErrorBody, TokenResponse
-from idp.services import login
+from idp.schemas.oauth import IntrospectionResponse, OAuthErrorBody, TokenResponse
+from idp.services import introspection, login
 
 router = APIRouter(tags=["oauth"])
 
@@ -29,6 +30,7 @@ async def token(
     session: SessionDep,
     settings: SettingsDep,
     keyset: KeySetDep,
+    clock: ClockDep,
     grant_type: FormField = None,
     username: FormField = None,
     password: FormField = None,
@@ -36,7 +38,11 @@ async def token(
     client_id: FormField = None,
     refresh_token: FormField = None,
 ) -> JSONResponse:
-    """Issue tokens: the `password` grant (OAuth2 password form) and the `refresh_token` grant."""
+    """Issue tokens: the `password` grant (OAuth2 password form) and the `refresh_token` grant.
+
+    Every refresh rotates: the presented refresh token is consumed and a new one returned.
+    Presenting a consumed one ends its whole session (reuse detection).
+    """
     if not grant_type:
         raise InvalidRequestError("grant_type is required")
     if grant_type == "password":
@@ -50,7 +56,71 @@ async def token(
             password=password,
             client_id=client_id or settings.default_client_id,
             scope=scope,
+            now=clock.now(),
+        )
+    elif grant_type == "refresh_token":
+        if not refresh_token:
+            raise InvalidRequestError("refresh_token is required")
+        result = await login.refresh_grant(
+            session,
+            settings,
+            keyset,
+            refresh_token=refresh_token,
+            client_id=client_id or None,
+            scope=scope,
+            now=clock.now(),
         )
     else:
         raise UnsupportedGrantTypeError(f"grant_type {grant_type[:40]!r} is not supported")
+    return JSONResponse(result.model_dump(exclude_none=True), headers=NO_STORE)
+
+
+@router.post(
+    "/revoke",
+    responses={
+        200: {"content": None, "description": "revoked, or unknown (RFC 7009 section 2.2)"},
+        400: {"model": OAuthErrorBody},
+    },
+)
+async def revoke(
+    session: SessionDep,
+    settings: SettingsDep,
+    keyset: KeySetDep,
+    clock: ClockDep,
+    token: FormField = None,
+    token_type_hint: FormField = None,  # accepted and not needed: a token's shape says its type
+) -> Response:
+    """Logout (RFC 7009): end the session of a refresh token, or of one of our access tokens.
+    200 with an empty body whether or not the token was known."""
+    if not token:
+        raise InvalidRequestError("token is required")
+    await introspection.revoke(session, settings, keyset, token, now=clock.now())
+    return Response(status_code=200, headers=NO_STORE)
+
+
+@router.post(
+    "/introspect",
+    response_model=IntrospectionResponse,
+    response_model_exclude_none=True,
+    responses={
+        400: {"model": OAuthErrorBody},
+        401: {"description": "no valid bearer token"},
+        403: {"description": "the caller lacks the tokens:introspect permission"},
+    },
+)
+async def introspect(
+    caller: CallerDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    keyset: KeySetDep,
+    clock: ClockDep,
+    token: FormField = None,
+    token_type_hint: FormField = None,  # accepted and not needed: a token's shape says its type
+) -> JSONResponse:
+    """RFC 7662, for bearers holding `tokens:introspect`: `{"active": false}` for anything not
+    active, else the token's standard members."""
+    await introspection.ensure_may_introspect(session, caller.user)
+    if not token:
+        raise InvalidRequestError("token is required")
+    result = await introspection.introspect(session, settings, keyset, token, now=clock.now())
     return JSONResponse(result.model_dump(exclude_none=True), headers=NO_STORE)

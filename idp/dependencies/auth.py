@@ -9,10 +9,11 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
-from idp.configuration.exceptions import AuthenticationError, InvalidTokenError
+from idp.configuration.exceptions import AuthenticationError
+from idp.dependencies.clock import ClockDep
 from idp.dependencies.database import SessionDep, SettingsDep
 from idp.models import User
-from idp.repository import users as users_repo
+from idp.services import auth
 from idp.services.keys import KeyRing, KeySet
 from idp.services.tokens import verify_access_token
 
@@ -32,6 +33,7 @@ async def get_token_claims(
     token: Annotated[str | None, Depends(oauth2_scheme)],
     keyset: KeySetDep,
     settings: SettingsDep,
+    clock: ClockDep,
 ) -> dict[str, Any]:
     if not token:
         raise AuthenticationError()
@@ -41,6 +43,7 @@ async def get_token_claims(
         issuer=settings.issuer,
         audiences=settings.audience,
         leeway=settings.clock_leeway,
+        now=clock.timestamp(),
     )
 
 
@@ -52,17 +55,17 @@ class Caller:
     user: User
     claims: dict[str, Any]
 
+    @property
+    def session_id(self) -> uuid.UUID | None:
+        """The token's refresh-token family (`sid`, already checked to be a UUID), if any."""
+        sid = self.claims.get("sid")
+        return uuid.UUID(sid) if isinstance(sid, str) else None
+
 
 async def get_caller(claims: TokenClaims, session: SessionDep) -> Caller:
-    """The token's user as the database has it now: a disabled or deleted user is refused."""
-    try:
-        user_id = uuid.UUID(claims["sub"])
-    except (ValueError, TypeError):
-        raise InvalidTokenError() from None
-    user = await users_repo.get(session, user_id)
-    if user is None or not user.is_active:
-        raise InvalidTokenError("the token's user is not active")
-    return Caller(user=user, claims=claims)
+    """The token's user as the database has it now: a disabled or deleted user, or a token
+    whose session has ended, is refused."""
+    return Caller(user=await auth.bearer_user(session, claims), claims=claims)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -2,7 +2,18 @@
 
 from idp.models.audit import AuditEvent
 from idp.models.base import Base
+from idp.models.refresh_tokens import RefreshFamily, RefreshToken
 from idp.models.roles import Permission, Role, RolePermission, UserRole
 from idp.models.users import User
 
-__all__ = ["AuditEvent", "Base", "Permission", "Role", "RolePermission", "User", "UserRole"]
+__all__ = [
+    "AuditEvent",
+    "Base",
+    "Permission",
+    "RefreshFamily",
+    "RefreshToken",
+    "Role",
+    "RolePermission",
+    "User",
+    "UserRole",
+]

@@ -1,4 +1,4 @@
-"""OAuth 2.0 wire formats: token responses and RFC 8414 metadata."""
+"""OAuth 2.0 wire formats: token and introspection responses, RFC 8414 metadata."""
 
 from __future__ import annotations
 
@@ -37,3 +37,20 @@ class ServerMetadata(BaseModel):
     scopes_supported: list[str] | None = None
     subject_types_supported: list[str] | None = None
     service_documentation: str | None = None
+
+
+class IntrospectionResponse(BaseModel):
+    """RFC 7662 section 2.2. An inactive token is `{"active": false}` and nothing else."""
+
+    active: bool
+    token_type: str | None = Field(None, examples=["access_token", "refresh_token"])
+    scope: str | None = None
+    client_id: str | None = None
+    username: str | None = None
+    sub: str | None = None
+    aud: str | list[str] | None = None
+    iss: str | None = None
+    exp: int | None = None
+    iat: int | None = None
+    nbf: int | None = None
+    jti: str | None = None

@@ -60,9 +60,14 @@ def issue_access_token(
     roles: Sequence[str],
     client_id: str,
     scope: str | None,
+    session_id: str | None = None,
     now: int | None = None,
 ) -> IssuedToken:
-    """Sign an access token carrying every claim of the contract."""
+    """Sign an access token carrying every claim of the contract.
+
+    `session_id` becomes the `sid` claim: the refresh-token family the token belongs to, so
+    the identity service can tell "this session" from the user's other ones.
+    """
     issued_at = int(time.time()) if now is None else now
     jti = secrets.token_urlsafe(16)
     claims: dict[str, Any] = {
@@ -80,6 +85,8 @@ def issue_access_token(
     }
     if scope:
         claims["scope"] = scope
+    if session_id:
+        claims["sid"] = session_id
     return IssuedToken(
         token=keyset.sign(claims),
         expires_in=settings.access_token_ttl,

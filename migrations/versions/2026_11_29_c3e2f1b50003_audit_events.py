@@ -1,7 +1,7 @@
 """audit events: one row per administrative change
 
 Revision ID: c3e2f1b50003
-Revises: ff7f182965a4
+Revises: b7d1e0a40002
 Create Date: 2026-11-29 15:53:43.734949
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "c3e2f1b50003"
-down_revision: str | None = "ff7f182965a4"
+down_revision: str | None = "b7d1e0a40002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
