@@ -60,6 +60,9 @@ class Settings(BaseSettings):
     # Passwords and login
     bcrypt_rounds: int = Field(12, ge=4, le=31)
     password_min_length: int = Field(8, ge=1, le=72)
+    password_refuse_user_info: bool = Field(
+        True, description="Refuse the username, the email or its local part as password."
+    )
     lockout_threshold: int = Field(5, ge=1)
     lockout_wait: int = Field(60, ge=1, description="First lockout, in seconds.")
     lockout_wait_increment: int = Field(60, ge=0, description="Added to each further lockout.")
