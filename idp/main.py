@@ -14,6 +14,7 @@ from idp.configuration.settings import Settings, get_settings
 from idp.controllers import health, me, oauth, wellknown
 from idp.controllers.errors import install_error_handlers
 from idp.services.keys import KeyRing, KeyStore, ensure_keystore
+from idp.services.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +70,7 @@ def create_app(
     app.state.owns_database = database is None
     app.state.database = database or Database(settings)
     app.state.keyring = keyring
+    app.state.token_rate_limiter = RateLimiter(settings.token_rate_limit)
     install_error_handlers(app)
     app.include_router(oauth.router)
     app.include_router(wellknown.router)

@@ -21,3 +21,5 @@ BCRYPT_MAX_BYTES: Final = 72
 USERNAME_MAX_LENGTH: Final = 150
 EMAIL_MAX_LENGTH: Final = 320
 ROLE_NAME_MAX_LENGTH: Final = 100
+# An IPv4 address, an IPv6 /64 prefix ("2001:db8:0:1::/64") or "unknown".
+CLIENT_ADDRESS_MAX_LENGTH: Final = 64

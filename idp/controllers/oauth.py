@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request
+from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import JSONResponse
 
 from idp.configuration.exceptions import InvalidRequestError, UnsupportedGrantTypeError
 from idp.controllers.errors import NO_STORE
 from idp.dependencies.auth import KeySetDep
-from idp.dependencies.database import SessionDep, SettingsDep
+from idp.dependencies.client import ClientAddressDep
+from idp.dependencies.database import DatabaseDep, SessionDep, SettingsDep
+from idp.dependencies.ratelimit import limit_password_grant
 from idp.schemas.oauth import OAuthErrorBody, TokenResponse
 from idp.services import login
 
@@ -22,11 +24,18 @@ FormField = Annotated[str | None, Form()]
 @router.post(
     "/token",
     response_model=TokenResponse,
-    responses={400: {"model": OAuthErrorBody}, 401: {"model": OAuthErrorBody}},
+    responses={
+        400: {"model": OAuthErrorBody},
+        401: {"model": OAuthErrorBody},
+        429: {"description": "too many password grants from this address; see Retry-After"},
+    },
+    dependencies=[Depends(limit_password_grant)],
 )
 async def token(
     request: Request,
     session: SessionDep,
+    database: DatabaseDep,
+    client_address: ClientAddressDep,
     settings: SettingsDep,
     keyset: KeySetDep,
     grant_type: FormField = None,
@@ -50,6 +59,8 @@ async def token(
             password=password,
             client_id=client_id or settings.default_client_id,
             scope=scope,
+            database=database,
+            client_address=client_address,
         )
     else:
         raise UnsupportedGrantTypeError(f"grant_type {grant_type[:40]!r} is not supported")

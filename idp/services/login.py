@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from idp.configuration.database import Database
 from idp.configuration.settings import Settings
 from idp.repository import roles as roles_repo
 from idp.schemas.oauth import TokenResponse
@@ -21,10 +22,17 @@ async def password_grant(
     password: str,
     client_id: str,
     scope: str | None,
+    database: Database,
+    client_address: str,
 ) -> TokenResponse:
-    """RFC 6749 section 4.3: check the password, then issue an access token with current roles."""
+    """RFC 6749 section 4.3: check the password, then issue an access token with current roles.
+
+    `database` gives the lockout counters their own unit of work; `client_address` keys them.
+    """
     granted_scope = normalize_scope(scope)
-    user = await auth.authenticate(session, settings, username, password)
+    user = await auth.authenticate(
+        database, session, settings, username, password, client_address=client_address
+    )
     roles = await roles_repo.role_names_of(session, user.id)
     issued = issue_access_token(
         keyset,
