@@ -191,6 +191,20 @@ async def test_a_success_resets_the_count(
     assert await address_row(session, user.id) is None
 
 
+async def test_a_success_prunes_forgotten_counters_of_other_addresses(
+    client: AsyncClient, app: FastAPI, session: AsyncSession, settings: Settings, clock: Clock
+) -> None:
+    await make_user(session, settings)
+    async with client_at(app, "192.0.2.1") as old:
+        await wrong(old, 1)
+    clock.advance(3601)
+    async with client_at(app, "192.0.2.2") as recent:
+        await wrong(recent, 3)  # locked out now
+    assert (await login(client)).status_code == 200
+    rows = (await session.execute(select(LoginFailure.client_address))).scalars().all()
+    assert rows == ["192.0.2.2"]
+
+
 async def test_the_threshold_reaching_attempt_with_the_right_password_succeeds(
     client: AsyncClient, app: FastAPI, session: AsyncSession, settings: Settings
 ) -> None:

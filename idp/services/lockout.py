@@ -18,6 +18,7 @@ clears the counters. So parallel guesses get at most a threshold's worth of bcry
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass
@@ -94,14 +95,14 @@ async def reserve_attempt(
         )
         if account is None:
             return Attempt()
-        user = Attempt(
+        refused = Attempt(
             user_id=account.user_id,
             password_hash=account.password_hash,
             is_active=account.is_active,
         )
         if account.count.attempt > settings.lockout_account_threshold:
             await session.rollback()
-            return user
+            return refused
         address = await lockout_repo.count_address_attempt(
             session,
             account.user_id,
@@ -110,7 +111,7 @@ async def reserve_attempt(
         )
         if address.attempt > settings.lockout_threshold:
             await session.rollback()  # also undoes the account count: no check happens
-            return user
+            return refused
         locks: list[Lock] = []
         if account.count.attempt == settings.lockout_account_threshold:
             until = now + timedelta(seconds=lock_wait(settings, account.count.lockouts))
@@ -120,13 +121,7 @@ async def reserve_attempt(
             until = now + timedelta(seconds=lock_wait(settings, address.lockouts))
             await lockout_repo.end_address_lock_at(session, account.user_id, client_address, until)
             locks.append(Lock("address", until, address.lockouts))
-    return Attempt(
-        user_id=account.user_id,
-        password_hash=account.password_hash,
-        is_active=account.is_active,
-        allowed=True,
-        locks=tuple(locks),
-    )
+    return dataclasses.replace(refused, allowed=True, locks=tuple(locks))
 
 
 async def record_failure(database: Database, attempt: Attempt, client_address: str) -> None:
