@@ -23,6 +23,7 @@ from idp.configuration.logging import configure_logging
 from idp.configuration.settings import Settings, get_settings
 from idp.schemas.roles import RoleCreate
 from idp.schemas.users import UserCreate
+from idp.services import lockout as lockout_service
 from idp.services import refresh_tokens
 from idp.services import roles as roles_service
 from idp.services import users as users_service
@@ -257,6 +258,22 @@ def users_enable(username: str) -> None:
         user = await users_service.get_by_username(session, username)
         await users_service.set_active(session, user, True)
         typer.echo(f"enabled {user.username}")
+
+    run_in_session(work)
+
+
+@users_app.command("unlock")
+def users_unlock(username: str) -> None:
+    """Lift the lockout of USERNAME (account-wide and per address) and forget its failures."""
+
+    async def work(session: AsyncSession, _settings: Settings) -> None:
+        user = await users_service.get_by_username(session, username)
+        was_locked = await lockout_service.unlock_user(session, user)
+        typer.echo(
+            f"unlocked {user.username}"
+            if was_locked
+            else f"{user.username} was not locked; failed logins forgotten"
+        )
 
     run_in_session(work)
 

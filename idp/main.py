@@ -16,6 +16,7 @@ from idp.controllers import admin_audit, admin_roles, admin_users, health, me, o
 from idp.controllers.errors import install_error_handlers
 from idp.services import refresh_tokens
 from idp.services.keys import KeyRing, KeyStore, ensure_keystore
+from idp.services.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ def create_app(
     app.state.database = database or Database(settings)
     app.state.keyring = keyring
     app.state.clock = clock or Clock()
+    app.state.token_rate_limiter = RateLimiter(settings.token_rate_limit)
     install_error_handlers(app)
     app.include_router(oauth.router)
     app.include_router(wellknown.router)

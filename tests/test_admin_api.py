@@ -33,6 +33,7 @@ ROUTES: list[tuple[str, str, str]] = [
     ("PATCH", "/admin/users/{user_id}", "users:write"),
     ("DELETE", "/admin/users/{user_id}", "users:write"),
     ("PUT", "/admin/users/{user_id}/password", "users:write"),
+    ("POST", "/admin/users/{user_id}/unlock", "users:write"),
     ("GET", "/admin/users/{user_id}/roles", "users:read"),
     ("POST", "/admin/users/{user_id}/roles", "roles:write"),
     ("DELETE", "/admin/users/{user_id}/roles/{name}", "roles:write"),
@@ -775,3 +776,21 @@ async def test_listing_users_costs_the_same_statements_whatever_the_page_size(
     small, large = await count_for(1), await count_for(40)
     assert small == large, json.dumps(statements, indent=1)
     assert large <= 10
+
+
+async def test_admin_unlock_lifts_a_lockout_and_is_audited(
+    client: AsyncClient, session: AsyncSession, settings: Settings, root: Headers
+) -> None:
+    user = await make_user(session, settings, "locked-out")
+    for _ in range(settings.lockout_threshold):
+        assert (await login(client, "locked-out", "wrong password!")).status_code == 400
+    assert (await login(client, "locked-out")).status_code == 400  # locked: the right one fails
+    response = await client.post(f"/admin/users/{user.id}/unlock", headers=root)
+    assert response.status_code == 200
+    assert response.json()["locked_until"] is None
+    assert (await login(client, "locked-out")).status_code == 200
+    events = (await client.get("/admin/audit", headers=root)).json()["items"]
+    unlocked = next(e for e in events if e["action"] == "user.unlocked")
+    assert unlocked["target_id"] == str(user.id)
+    assert unlocked["actor_username"] == "root"
+    assert any(e["action"] == "user.locked" and e["target_id"] == str(user.id) for e in events)

@@ -23,3 +23,6 @@ EMAIL_MAX_LENGTH: Final = 320
 ROLE_NAME_MAX_LENGTH: Final = 100
 # PostgreSQL's OFFSET is a bigint; pages beyond this are refused with a 422, not a database error.
 MAX_PAGE_OFFSET: Final = 2**31 - 1
+
+# An IPv4 address, an IPv6 /64 prefix ("2001:db8:0:1::/64") or "unknown".
+CLIENT_ADDRESS_MAX_LENGTH: Final = 64

@@ -69,7 +69,18 @@ class Settings(BaseSettings):
     # Passwords and login
     bcrypt_rounds: int = Field(12, ge=4, le=31)
     password_min_length: int = Field(8, ge=1, le=72)
-    lockout_threshold: int = Field(5, ge=1)
+    password_refuse_user_info: bool = Field(
+        True, description="Refuse the username, the email or its local part as password."
+    )
+    lockout_threshold: int = Field(
+        5, ge=1, description="Failures from one client address that lock it out of an account."
+    )
+    lockout_account_threshold: int = Field(
+        0,
+        ge=0,
+        description="Failures from all addresses together that lock the whole account "
+        "(0: four times IDP_LOCKOUT_THRESHOLD).",
+    )
     lockout_wait: int = Field(60, ge=1, description="First lockout, in seconds.")
     lockout_wait_increment: int = Field(60, ge=0, description="Added to each further lockout.")
     lockout_max_wait: int = Field(900, ge=1)
@@ -77,7 +88,10 @@ class Settings(BaseSettings):
         43_200, ge=1, description="Failures older than this are forgotten."
     )
     token_rate_limit: int = Field(
-        20, ge=0, description="Password logins per client address per minute (0: no limit)."
+        20,
+        ge=0,
+        description="Password-grant requests per client address per minute, per process "
+        "(0: no limit).",
     )
 
     # Bootstrap admin, in the manner of KC_BOOTSTRAP_ADMIN_*
@@ -130,6 +144,10 @@ class Settings(BaseSettings):
             self.refresh_token_idle_ttl = self.refresh_token_ttl
         if self.lockout_max_wait < self.lockout_wait:
             raise ValueError("IDP_LOCKOUT_MAX_WAIT must be at least IDP_LOCKOUT_WAIT")
+        if self.lockout_account_threshold == 0:
+            self.lockout_account_threshold = 4 * self.lockout_threshold
+        if self.lockout_account_threshold < self.lockout_threshold:
+            raise ValueError("IDP_LOCKOUT_ACCOUNT_THRESHOLD must be at least IDP_LOCKOUT_THRESHOLD")
         return self
 
     @property

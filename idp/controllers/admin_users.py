@@ -26,6 +26,7 @@ from idp.schemas.users import (
     UserPage,
     UserUpdate,
 )
+from idp.services import lockout as lockout_service
 from idp.services import roles as roles_service
 from idp.services import users as users_service
 
@@ -137,6 +138,14 @@ async def set_password(
     user = await users_service.get_user(session, user_id)
     await users_service.set_password(session, settings, user, data.password, actor=actor)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/{user_id}/unlock", response_model=UserOut)
+async def unlock_user(user_id: UserId, actor: UsersWrite, session: SessionDep) -> UserOut:
+    """Lift the user's brute-force locks (account-wide and per address) and forget failures."""
+    user = await users_service.get_user(session, user_id)
+    await lockout_service.unlock_user(session, user, actor=actor)
+    return users_service.to_out(await users_service.get_user(session, user_id))
 
 
 @router.get("/{user_id}/roles", response_model=list[str])

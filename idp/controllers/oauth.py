@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Form, Request, Response
+from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.responses import JSONResponse
 
 from idp.configuration.exceptions import InvalidRequestError, UnsupportedGrantTypeError
 from idp.controllers.errors import NO_STORE
 from idp.dependencies.auth import CallerDep, KeySetDep
+from idp.dependencies.client import ClientAddressDep
 from idp.dependencies.clock import ClockDep
-from idp.dependencies.database import SessionDep, SettingsDep
+from idp.dependencies.database import DatabaseDep, SessionDep, SettingsDep
+from idp.dependencies.ratelimit import limit_password_grant
 from idp.schemas.oauth import IntrospectionResponse, OAuthErrorBody, TokenResponse
 from idp.services import introspection, login
 
@@ -23,11 +25,18 @@ FormField = Annotated[str | None, Form()]
 @router.post(
     "/token",
     response_model=TokenResponse,
-    responses={400: {"model": OAuthErrorBody}, 401: {"model": OAuthErrorBody}},
+    responses={
+        400: {"model": OAuthErrorBody},
+        401: {"model": OAuthErrorBody},
+        429: {"description": "too many password grants from this address; see Retry-After"},
+    },
+    dependencies=[Depends(limit_password_grant)],
 )
 async def token(
     request: Request,
     session: SessionDep,
+    database: DatabaseDep,
+    client_address: ClientAddressDep,
     settings: SettingsDep,
     keyset: KeySetDep,
     clock: ClockDep,
@@ -57,6 +66,8 @@ async def token(
             client_id=client_id or settings.default_client_id,
             scope=scope,
             now=clock.now(),
+            database=database,
+            client_address=client_address,
         )
     elif grant_type == "refresh_token":
         if not refresh_token:

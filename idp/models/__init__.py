@@ -2,6 +2,7 @@
 
 from idp.models.audit import AuditEvent
 from idp.models.base import Base
+from idp.models.lockout import LoginFailure
 from idp.models.refresh_tokens import RefreshFamily, RefreshToken
 from idp.models.roles import Permission, Role, RolePermission, UserRole
 from idp.models.users import User
@@ -9,6 +10,7 @@ from idp.models.users import User
 __all__ = [
     "AuditEvent",
     "Base",
+    "LoginFailure",
     "Permission",
     "RefreshFamily",
     "RefreshToken",

@@ -12,11 +12,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from idp.configuration.database import Database
 from idp.configuration.exceptions import InvalidGrantError, InvalidTokenError
 from idp.configuration.settings import Settings
 from idp.models import User
 from idp.repository import users as users_repo
-from idp.services import passwords, refresh_tokens
+from idp.services import lockout, passwords, refresh_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -33,23 +34,44 @@ async def dummy_check(settings: Settings, password: str) -> None:
 
 
 async def authenticate(
-    session: AsyncSession, settings: Settings, username: str, password: str
+    database: Database,
+    session: AsyncSession,
+    settings: Settings,
+    username: str,
+    password: str,
+    *,
+    client_address: str,
 ) -> User:
     """The active user with this username and password, else `InvalidGrantError`.
 
-    Unknown user, user without a password, disabled user and wrong password all cost one
-    bcrypt check and end in the same error. A hash made with a lower cost than configured
-    is replaced on success.
+    The attempt is counted (and may be refused by a lock) before any bcrypt work. Unknown
+    user, user without a password, locked, disabled and wrong password all cost one bcrypt
+    check and end in the same error. A hash made with a lower cost than configured is
+    replaced on success.
     """
-    user = await users_repo.get_by_username(session, username)
-    if user is None or user.password_hash is None:
+    attempt = await lockout.reserve_attempt(database, settings, username, client_address)
+    if not attempt.allowed or attempt.password_hash is None:
         await dummy_check(settings, password)
+        if attempt.locked:
+            reason = "locked"
+        else:
+            reason = "unknown user" if attempt.user_id is None else "no password set"
+        _refused(reason, attempt, client_address)
         raise InvalidGrantError()
-    if not await passwords.verify_password(password, user.password_hash):
+    user: User | None = None
+    if not await passwords.verify_password(password, attempt.password_hash):
+        reason = "wrong password"
+    elif not attempt.is_active:
+        reason = "account disabled"
+    else:
+        user = await _unchanged_user(session, attempt)
+        reason = "account changed during login"
+    if user is None:
+        _refused(reason, attempt, client_address)
+        await lockout.record_failure(database, attempt, client_address)  # its locks stand
         raise InvalidGrantError()
-    if not user.is_active:
-        raise InvalidGrantError()
-    if passwords.needs_rehash(user.password_hash, settings.bcrypt_rounds):
+    await lockout.record_success(session, settings, user.id, client_address)
+    if passwords.needs_rehash(attempt.password_hash, settings.bcrypt_rounds):
         user.password_hash = await passwords.hash_password(password, settings.bcrypt_rounds)
         logger.info(
             "password hash upgraded to cost %d",
@@ -77,3 +99,27 @@ async def bearer_user(session: AsyncSession, claims: Mapping[str, Any]) -> User:
     if session_id is not None and await refresh_tokens.family_is_revoked(session, session_id):
         raise InvalidTokenError("the token's session has ended")
     return user
+
+
+async def _unchanged_user(session: AsyncSession, attempt: lockout.Attempt) -> User | None:
+    """The checked user in the request's session; None when it was deleted, disabled or given
+    a new password between the count and the check."""
+    if attempt.user_id is None:
+        return None
+    user = await users_repo.get(session, attempt.user_id)
+    if user is None or not user.is_active or user.password_hash != attempt.password_hash:
+        return None
+    return user
+
+
+def _refused(reason: str, attempt: lockout.Attempt, client_address: str) -> None:
+    """One line per refused login: the reason stays in the log, the client sees one answer."""
+    logger.info(
+        "login refused: %s",
+        reason,
+        extra={
+            "reason": reason,
+            "user_id": str(attempt.user_id) if attempt.user_id else None,
+            "client_address": client_address,
+        },
+    )

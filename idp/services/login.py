@@ -6,6 +6,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from idp.configuration.database import Database
 from idp.configuration.exceptions import InvalidGrantError, InvalidScopeError
 from idp.configuration.settings import Settings
 from idp.models import User
@@ -27,11 +28,18 @@ async def password_grant(
     client_id: str,
     scope: str | None,
     now: datetime,
+    database: Database,
+    client_address: str,
 ) -> TokenResponse:
     """RFC 6749 section 4.3: check the password, start a refresh-token family (the login
-    session), and issue an access token with the user's current roles."""
+    session), and issue an access token with the user's current roles.
+
+    `database` gives the lockout counters their own unit of work; `client_address` keys them.
+    """
     granted_scope = normalize_scope(scope)
-    user = await auth.authenticate(session, settings, username, password)
+    user = await auth.authenticate(
+        database, session, settings, username, password, client_address=client_address
+    )
     issued = await refresh_tokens.start_family(
         session, settings, user_id=user.id, client_id=client_id, scope=granted_scope, now=now
     )

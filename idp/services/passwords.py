@@ -3,25 +3,61 @@
 from __future__ import annotations
 
 import asyncio
+import functools
+import gzip
 import unicodedata
+from importlib import resources
 
 import bcrypt
 
 from idp.configuration.constants import BCRYPT_MAX_BYTES
 from idp.configuration.exceptions import ValidationFailedError
 
+COMMON_PASSWORDS_FILE = "common-passwords.txt.gz"
 
-def check_policy(password: str, *, min_length: int) -> None:
-    """Refuse too short or what bcrypt cannot hash whole: a clear 422, no truncation."""
+
+@functools.cache
+def common_passwords() -> frozenset[str]:
+    """The shipped list of common passwords (lowercase), read once per process."""
+    data = resources.files("idp").joinpath("data", COMMON_PASSWORDS_FILE).read_bytes()
+    lines = gzip.decompress(data).decode("utf-8").splitlines()
+    return frozenset(line.strip() for line in lines if line.strip())
+
+
+def check_policy(
+    password: str,
+    *,
+    min_length: int,
+    username: str | None = None,
+    email: str | None = None,
+) -> None:
+    """Refuse what a new password must not be, with a clear 422 (no composition rules).
+
+    Too short, longer than bcrypt can hash whole (never truncated), not valid text, equal to
+    the username or email (when they are given), or on the common-password list.
+    """
+    try:
+        data = password.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates, e.g. "\ud800" in JSON
+        raise ValidationFailedError("the password is not valid Unicode text") from None
     if "\x00" in password:
         raise ValidationFailedError("the password must not contain NUL characters")
     # Count user-perceived characters after NFC, so composed and decomposed forms agree.
-    if len(unicodedata.normalize("NFC", password)) < min_length:
+    normalized = unicodedata.normalize("NFC", password)
+    if len(normalized) < min_length:
         raise ValidationFailedError(f"the password must have at least {min_length} characters")
-    if len(password.encode("utf-8")) > BCRYPT_MAX_BYTES:
+    if len(data) > BCRYPT_MAX_BYTES:
         raise ValidationFailedError(
             f"the password is longer than {BCRYPT_MAX_BYTES} bytes in UTF-8, "
             "the most bcrypt can use"
+        )
+    folded = normalized.strip().casefold()
+    local_part = email.rpartition("@")[0] if email else None
+    if folded in {value.casefold() for value in (username, email, local_part) if value}:
+        raise ValidationFailedError("the password must not be the username or the email address")
+    if folded in common_passwords():
+        raise ValidationFailedError(
+            "the password is too common: it is on a list of frequently used passwords"
         )
 
 

@@ -45,10 +45,25 @@ def to_out(user: User) -> UserOut:
 
 
 async def check_new_password(
-    password: str, settings: Settings, *, user: User | None = None
+    password: str,
+    settings: Settings,
+    *,
+    user: User | None = None,
+    username: str | None = None,
+    email: str | None = None,
 ) -> None:
-    """Every rule a new password must pass (shared by creation, reset and change)."""
-    passwords.check_policy(password, min_length=settings.password_min_length)
+    """Every rule a new password must pass: the one place creation, reset and change call.
+
+    The username and email come from `user`, or from the arguments for a user not yet created;
+    they are refused as the password unless `IDP_PASSWORD_REFUSE_USER_INFO` is off.
+    """
+    if user is not None:
+        username, email = user.username, user.email
+    if not settings.password_refuse_user_info:
+        username = email = None
+    passwords.check_policy(
+        password, min_length=settings.password_min_length, username=username, email=email
+    )
 
 
 async def create_user(
@@ -68,7 +83,9 @@ async def create_user(
         ensure_holds(actor, needed, "creating a user with these roles")
     password_hash = None
     if data.password is not None:
-        await check_new_password(data.password, settings)
+        await check_new_password(
+            data.password, settings, username=data.username, email=str(data.email)
+        )
         password_hash = await passwords.hash_password(data.password, settings.bcrypt_rounds)
     user = User(
         username=data.username,

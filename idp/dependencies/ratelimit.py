@@ -1,0 +1,28 @@
+"""The per-address rate limit of password logins, applied before any bcrypt work."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Form, Request
+
+from idp.configuration.exceptions import TooManyRequestsError
+from idp.dependencies.client import ClientAddressDep
+from idp.services.ratelimit import RateLimiter
+
+
+def limit_password_grant(
+    request: Request,
+    client_address: ClientAddressDep,
+    grant_type: Annotated[str | None, Form()] = None,
+) -> None:
+    """429 with `Retry-After` when this address exceeds `IDP_TOKEN_RATE_LIMIT` password grants
+    per minute in this process. Other grants cost no bcrypt and pass."""
+    if grant_type != "password":
+        return
+    limiter: RateLimiter = request.app.state.token_rate_limiter
+    retry_after = limiter.hit(client_address)
+    if retry_after is not None:
+        raise TooManyRequestsError(
+            retry_after, "too many login attempts from this address; retry later"
+        )

@@ -1,0 +1,205 @@
+"""Brute-force lockout, in the manner of Keycloak's brute-force detector (README "Login defence").
+
+Failures are counted in the database, so every replica shares them, by two counters:
+
+- per account and client address: `IDP_LOCKOUT_THRESHOLD` failures lock that address out of
+  that account; a flood from one address stops quickly without locking the owner out elsewhere;
+- per account: `IDP_LOCKOUT_ACCOUNT_THRESHOLD` failures from all addresses together lock the
+  account for everyone, which stops guessing spread over many addresses.
+
+The n-th consecutive lock of a counter lasts `wait + (n - 1) * increment` seconds, at most
+`max wait`. Each lock starts a new round of attempts; a success, an admin unlock, or
+`IDP_LOCKOUT_FAILURE_RESET` seconds without a counted failure forget the failures and the growth.
+
+An attempt is counted before its password is checked (its own short transaction, committed at
+once so no row lock is held during bcrypt, and kept when the request fails); a success then
+clears the counters. So parallel guesses get at most a threshold's worth of bcrypt checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from idp.configuration.database import Database
+from idp.configuration.settings import Settings
+from idp.models import User
+from idp.repository import lockout as lockout_repo
+from idp.services import audit as audit_service
+from idp.services.permissions import SYSTEM, Actor
+
+logger = logging.getLogger(__name__)
+
+
+def utcnow() -> datetime:
+    """The lockout clock (tests move it)."""
+    return datetime.now(UTC)
+
+
+def lock_wait(settings: Settings, lockouts: int) -> int:
+    """Seconds the `lockouts`-th consecutive lock lasts: wait, + increment each time, capped."""
+    grown = settings.lockout_wait + (max(lockouts, 1) - 1) * settings.lockout_wait_increment
+    return min(grown, settings.lockout_max_wait)
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    """A lock an attempt started; it stands if the attempt's password is wrong."""
+
+    scope: Literal["account", "address"]
+    until: datetime
+    lockouts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What the counters allow one login attempt, decided before any password check."""
+
+    user_id: uuid.UUID | None = None
+    password_hash: str | None = None
+    is_active: bool = False
+    allowed: bool = False
+    locks: tuple[Lock, ...] = ()
+
+    @property
+    def locked(self) -> bool:
+        return self.user_id is not None and not self.allowed
+
+
+def _rule(settings: Settings, threshold: int, now: datetime) -> lockout_repo.Rule:
+    return lockout_repo.Rule(
+        threshold=threshold,
+        now=now,
+        forget_before=now - timedelta(seconds=settings.lockout_failure_reset),
+        lock_until=now + timedelta(seconds=settings.lockout_max_wait),
+    )
+
+
+async def reserve_attempt(
+    database: Database, settings: Settings, username: str, client_address: str
+) -> Attempt:
+    """Count a login attempt on both counters before its password is checked.
+
+    Allowed: the attempt is committed as a failure (a success clears it later). Refused
+    because a counter is locked: nothing is written, so hammering a locked account neither
+    extends its lock nor, from a locked-out address, counts against the account.
+    """
+    now = utcnow()
+    async with database.session() as session:
+        account = await lockout_repo.count_account_attempt(
+            session, username, _rule(settings, settings.lockout_account_threshold, now)
+        )
+        if account is None:
+            return Attempt()
+        refused = Attempt(
+            user_id=account.user_id,
+            password_hash=account.password_hash,
+            is_active=account.is_active,
+        )
+        if account.count.attempt > settings.lockout_account_threshold:
+            await session.rollback()
+            return refused
+        address = await lockout_repo.count_address_attempt(
+            session,
+            account.user_id,
+            client_address,
+            _rule(settings, settings.lockout_threshold, now),
+        )
+        if address.attempt > settings.lockout_threshold:
+            await session.rollback()  # also undoes the account count: no check happens
+            return refused
+        locks: list[Lock] = []
+        if account.count.attempt == settings.lockout_account_threshold:
+            until = now + timedelta(seconds=lock_wait(settings, account.count.lockouts))
+            await lockout_repo.end_account_lock_at(session, account.user_id, until)
+            locks.append(Lock("account", until, account.count.lockouts))
+        if address.attempt == settings.lockout_threshold:
+            until = now + timedelta(seconds=lock_wait(settings, address.lockouts))
+            await lockout_repo.end_address_lock_at(session, account.user_id, client_address, until)
+            locks.append(Lock("address", until, address.lockouts))
+    return dataclasses.replace(refused, allowed=True, locks=tuple(locks))
+
+
+async def record_failure(database: Database, attempt: Attempt, client_address: str) -> None:
+    """Audit the locks a wrong password started, in a unit of work of its own (the request's
+    session rolls back with the error)."""
+    if not attempt.locks or attempt.user_id is None:
+        return
+    async with database.session() as session:
+        for lock in attempt.locks:
+            await audit(
+                session,
+                "user.locked",
+                attempt.user_id,
+                actor=Actor(user_id=None, username="lockout", address=client_address),
+                scope=lock.scope,
+                client_address=client_address,
+                locked_until=lock.until.isoformat(timespec="seconds"),
+                lockouts=lock.lockouts,
+            )
+
+
+async def record_success(
+    session: AsyncSession, settings: Settings, user_id: uuid.UUID, client_address: str
+) -> None:
+    """A correct password: forget the account's failures and this address's (which also lifts
+    the provisional lock a threshold-reaching attempt set), and prune forgotten counters."""
+    now = utcnow()
+    await lockout_repo.clear_account(session, user_id)
+    await lockout_repo.clear_address(session, user_id, client_address)
+    await lockout_repo.delete_stale_addresses(
+        session,
+        user_id,
+        forget_before=now - timedelta(seconds=settings.lockout_failure_reset),
+        now=now,
+    )
+
+
+async def unlock_user(session: AsyncSession, user: User, *, actor: Actor = SYSTEM) -> bool:
+    """Lift every lock on the user, account-wide and per address, and forget the failures.
+
+    True when a lock was in force. The admin API and `idp users unlock` call this.
+    """
+    now = utcnow()
+    locked_addresses = await lockout_repo.count_address_locks(session, user.id, now)
+    account_locked = user.locked_until is not None and user.locked_until > now
+    await lockout_repo.clear_account(session, user.id)
+    await lockout_repo.clear_all_addresses(session, user.id)
+    await audit(
+        session,
+        "user.unlocked",
+        user.id,
+        actor=actor,
+        account_locked=account_locked,
+        locked_addresses=locked_addresses,
+    )
+    return account_locked or locked_addresses > 0
+
+
+async def audit(
+    session: AsyncSession,
+    action: str,
+    user_id: uuid.UUID,
+    *,
+    actor: Actor,
+    **details: object,
+) -> None:
+    """Record one lockout audit event in `session`'s unit of work (the audit table), plus a
+    structured log line for log-based alerting."""
+    await audit_service.record(
+        session, actor, action, target_type="user", target_id=str(user_id), details=dict(details)
+    )
+    fields = " ".join(f"{key}={value}" for key, value in details.items())
+    logger.info(
+        "audit %s user_id=%s %s",
+        action,
+        user_id,
+        fields,
+        extra={"audit_action": action, "user_id": str(user_id), **details},
+    )
