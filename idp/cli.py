@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
-from collections.abc import Awaitable, Callable
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, TypeVar
@@ -18,7 +20,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.configuration.database import Database, is_unavailable
 from idp.configuration.exceptions import IdpError
-from idp.configuration.logging import configure_logging
+from idp.configuration.logging import configure_logging, logging_config
+from idp.configuration.metrics import MULTIPROC_ENV
 from idp.configuration.settings import Settings, get_settings
 from idp.schemas.roles import RoleCreate
 from idp.schemas.users import UserCreate
@@ -132,17 +135,37 @@ def serve(
     configure_logging(settings.log_level, settings.log_format)
     if settings.bootstrap_admin_username:
         bootstrap_admin(generate=False, quiet=True)
-    uvicorn.run(
-        "idp.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_config=None,
-        proxy_headers=True,
-        server_header=False,
-        timeout_graceful_shutdown=30,
-    )
+    with shared_metrics_dir(workers):
+        uvicorn.run(
+            "idp.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            # Applied again in each worker process, which would otherwise log nothing.
+            log_config=logging_config(settings.log_level, settings.log_format),
+            proxy_headers=True,
+            server_header=False,
+            timeout_graceful_shutdown=30,
+        )
+
+
+@contextlib.contextmanager
+def shared_metrics_dir(workers: int) -> Iterator[None]:
+    """With several workers, give them a fresh PROMETHEUS_MULTIPROC_DIR so /metrics sums them.
+
+    The workers are spawned after this and read the variable when they import
+    prometheus_client. A directory the operator set already is used as it is.
+    """
+    if workers == 1 or os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="idp-metrics-") as directory:
+        os.environ[MULTIPROC_ENV] = directory
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROC_ENV]
 
 
 # db ------------------------------------------------------------------------------------------

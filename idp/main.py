@@ -11,8 +11,9 @@ from fastapi import FastAPI
 
 from idp.configuration.database import Database
 from idp.configuration.settings import Settings, get_settings
-from idp.controllers import health, me, oauth, wellknown
+from idp.controllers import health, me, metrics, oauth, wellknown
 from idp.controllers.errors import install_error_handlers
+from idp.controllers.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from idp.services.keys import KeyRing, KeyStore, ensure_keystore
 
 logger = logging.getLogger(__name__)
@@ -74,4 +75,8 @@ def create_app(
     app.include_router(wellknown.router)
     app.include_router(me.router)
     app.include_router(health.router)
+    app.include_router(metrics.router)
+    # The last added runs first: the request id and access log cover the 413 answers too.
+    app.add_middleware(BodySizeLimitMiddleware, max_body_size=settings.max_body_size)
+    app.add_middleware(RequestContextMiddleware)
     return app

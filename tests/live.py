@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -120,15 +120,18 @@ def live_server(
     port: int | None = None,
     env: Mapping[str, str] | None = None,
     ready_timeout: float = 30,
+    ready_path: str = "/readyz",
+    args: Sequence[str] = (),
 ) -> Iterator[LiveServer]:
-    """Start `idp serve` and wait until /readyz answers 200; stop it with SIGTERM afterwards."""
+    """Start `idp serve [args]` and wait until `ready_path` answers 200 (/healthz for a server
+    whose database is down on purpose); stop it with SIGTERM afterwards."""
     port = port or free_port()
     keys_dir = keys_dir or workdir / "keys"
     full_env = server_env(database_url, keys_dir, port, **(env or {}))
     log_path = workdir / f"server-{port}-{uuid.uuid4().hex[:6]}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "idp", "serve", "--port", str(port)],
+            [sys.executable, "-m", "idp", "serve", "--port", str(port), *args],
             env={**os.environ, **full_env},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -141,7 +144,7 @@ def live_server(
             if process.poll() is not None:
                 raise RuntimeError(f"idp serve exited with {process.returncode}:\n{server.log()}")
             try:
-                if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{server.url}{ready_path}", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
