@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import sys
@@ -32,6 +33,7 @@ from idp.services import users as users_service
 from idp.services.keys import KeyRecord, KeyStore
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 # Locals in tracebacks could show passwords: never print them.
 app = typer.Typer(
@@ -338,6 +340,8 @@ def bootstrap_admin(*, generate: bool, quiet: bool) -> None:
             fg=typer.colors.YELLOW,
             err=True,
         )
+    elif quiet:  # from `idp serve`: a log line like the server's others (JSON if configured)
+        logger.info("created admin account %r from IDP_BOOTSTRAP_ADMIN_*", username)
     else:
         typer.echo(f"created admin account {username!r} from IDP_BOOTSTRAP_ADMIN_*", err=True)
 

@@ -12,7 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -155,3 +155,26 @@ def live_server(
     finally:
         if server.stop(signal.SIGTERM) is None:
             os.kill(process.pid, signal.SIGKILL)
+
+
+@contextmanager
+def replicas(
+    database_url: str,
+    workdir: Path,
+    *,
+    count: int = 2,
+    keys_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[list[LiveServer]]:
+    """`count` replicas of `idp serve` on one database and one keystore directory, with one
+    issuer, as behind a proxy: a token from any of them is valid on all of them."""
+    shared = {"IDP_ISSUER": "http://127.0.0.1:8080", **(env or {})}
+    with ExitStack() as stack:
+        yield [
+            stack.enter_context(
+                live_server(
+                    database_url, workdir, keys_dir=keys_dir or workdir / "keys", env=shared
+                )
+            )
+            for _ in range(count)
+        ]

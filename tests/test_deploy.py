@@ -25,7 +25,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.live import LiveServer, database_named, execute_sync, free_port, live_server
+from tests.live import LiveServer, database_named, execute_sync, replicas
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
@@ -205,11 +205,7 @@ def test_compose_commands_migrate_then_two_replicas_share_keys_and_see_a_rotatio
     assert serve[:2] == ["idp", "serve"], shlex.join(serve)
     replica_env = _compose_env("idp-1", empty_database, keys, issuer)
     replica_env["IDP_KEYS_RELOAD_INTERVAL"] = "1"
-    ports = [free_port(), free_port()]
-    with (
-        live_server(empty_database, tmp_path, keys_dir=keys, port=ports[0], env=replica_env) as a,
-        live_server(empty_database, tmp_path, keys_dir=keys, port=ports[1], env=replica_env) as b,
-    ):
+    with replicas(empty_database, tmp_path, keys_dir=keys, env=replica_env) as (a, b):
         assert _kids(a) == _kids(b)  # byte-identical JWKS, same ETag
         token = httpx.post(
             f"{a.url}/token",

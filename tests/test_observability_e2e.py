@@ -72,11 +72,18 @@ def _exercise(server: LiveServer) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_json_logs_carry_request_ids_and_no_secret(e2e_database: str, tmp_path: Path) -> None:
-    env = {"IDP_LOG_FORMAT": "json", "IDP_LOG_LEVEL": "DEBUG"}
+    bootstrap_password = "bootstrap admin passphrase"
+    env = {
+        "IDP_LOG_FORMAT": "json",
+        "IDP_LOG_LEVEL": "DEBUG",
+        "IDP_BOOTSTRAP_ADMIN_USERNAME": "root",
+        "IDP_BOOTSTRAP_ADMIN_PASSWORD": bootstrap_password,
+        "IDP_BOOTSTRAP_ADMIN_EMAIL": "root@example.com",
+    }
     with live_server(e2e_database, tmp_path, env=env) as server:
         created = server.idp("users", "create", "alice", "--email", "a@x.io", stdin=PASSWORD + "\n")
         assert created.returncode == 0, created.stderr
-        secrets = _exercise(server)
+        secrets = {**_exercise(server), "bootstrap password": bootstrap_password}
         secrets["password hash"] = asyncio.run(_password_hash(e2e_database, "alice"))
         for index, piece in enumerate(_private_key_material(tmp_path / "keys")):
             secrets[f"private key piece {index}"] = piece
@@ -84,6 +91,7 @@ def test_json_logs_carry_request_ids_and_no_secret(e2e_database: str, tmp_path: 
 
     entries = [json.loads(line) for line in log.splitlines()]  # every line is one JSON object
     assert all("request_id" in entry for entry in entries)
+    assert any("created admin account 'root'" in e["msg"] for e in entries)  # `idp serve` too
     access = [e for e in entries if e["logger"] == "idp.access"]
     assert len(access) >= 10
     assert all(

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -97,6 +97,25 @@ for _outcome in (SUCCESS, "invalid_grant", "invalid_request"):
     REFRESHES.labels(outcome=_outcome)
 for _result in ("success", "failure"):
     KEY_RELOADS.labels(result=_result)
+
+
+# The labelled children of REQUESTS and REQUEST_DURATION, by (method, route, status): looked up
+# once, since `labels()` validates and locks on every call. Bounded like the labels themselves.
+_request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+
+
+def observe_request(method: str, route: str, status: int, duration: float) -> None:
+    """Count one answered request and observe its duration (labels already bounded)."""
+    key = (method, route, status)
+    children = _request_children.get(key)
+    if children is None:
+        children = (
+            REQUESTS.labels(method, route, str(status)),
+            REQUEST_DURATION.labels(method, route),
+        )
+        _request_children[key] = children
+    children[0].inc()
+    children[1].observe(duration)
 
 
 def method_label(method: str) -> str:

@@ -7,9 +7,9 @@ to every request; these cost a few dictionary look-ups and one log call.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Final
 
 from starlette.exceptions import HTTPException
@@ -62,7 +62,7 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
+        request_id = _incoming_request_id(scope) or os.urandom(16).hex()
         reset_token = request_id_var.set(request_id)
         header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
         status = 500  # what the client sees if the app raises before responding
@@ -83,24 +83,24 @@ class RequestContextMiddleware:
             metrics.REQUESTS_IN_PROGRESS.dec()
             route = route_template(scope)
             method = metrics.method_label(scope["method"])
-            metrics.REQUESTS.labels(method, route, str(status)).inc()
-            metrics.REQUEST_DURATION.labels(method, route).observe(duration)
-            client = scope.get("client")
-            access_logger.info(
-                "%s %s %d %.1fms %s",
-                method,
-                route,
-                status,
-                duration * 1000,
-                client[0] if client else "-",
-                extra={
-                    "method": method,
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(duration * 1000, 2),
-                    "client": client[0] if client else None,
-                },
-            )
+            metrics.observe_request(method, route, status, duration)
+            if access_logger.isEnabledFor(logging.INFO):
+                client = scope.get("client")
+                access_logger.info(
+                    "%s %s %d %.1fms %s",
+                    method,
+                    route,
+                    status,
+                    duration * 1000,
+                    client[0] if client else "-",
+                    extra={
+                        "method": method,
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(duration * 1000, 2),
+                        "client": client[0] if client else None,
+                    },
+                )
             request_id_var.reset(reset_token)
 
 
