@@ -11,13 +11,16 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 from alembic import command
 from httpx import ASGITransport, AsyncClient
 from sqlalchemy import text
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
-from idp.configuration.database import Database
+from idp.configuration.database import Database, is_invalid_data, is_unavailable
 from idp.configuration.exceptions import ServiceUnavailableError, ValidationFailedError
 from idp.configuration.settings import Settings
 from idp.main import create_app
@@ -119,6 +122,47 @@ async def test_token_is_503_while_the_users_table_is_locked(
         await locker
         assert (await login(client)).status_code == 200
         await app.state.database.dispose()
+
+
+def _wrapped(inner: BaseException) -> BaseException:
+    """`inner` as SQLAlchemy raises it: a DBAPIError whose cause is the driver's error."""
+    try:
+        try:
+            raise inner
+        except BaseException as exc:
+            raise DBAPIError("SELECT 1", None, exc) from exc
+    except DBAPIError as outer:
+        return outer
+
+
+@pytest.mark.parametrize(
+    ("error", "unavailable", "invalid"),
+    [
+        (
+            asyncpg.exceptions.CannotConnectNowError("the database system is starting up"),
+            True,
+            False,
+        ),
+        (asyncpg.exceptions.AdminShutdownError("terminating connection"), True, False),
+        (asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"), True, False),
+        (asyncpg.exceptions.TooManyConnectionsError("too many clients"), True, False),
+        (asyncpg.exceptions.QueryCanceledError("statement timeout"), True, False),
+        (PoolTimeoutError("QueuePool limit reached"), True, False),
+        (ConnectionRefusedError(), True, False),
+        (asyncpg.exceptions.UniqueViolationError("duplicate key"), False, False),
+        (asyncpg.exceptions.UndefinedTableError("no such table"), False, False),
+        (asyncpg.exceptions.CharacterNotInRepertoireError("NUL"), False, True),
+        (asyncpg.exceptions.NumericValueOutOfRangeError("out of range"), False, True),
+        (ValueError("a bug"), False, False),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else str(value),
+)
+def test_database_errors_are_classified(
+    error: BaseException, unavailable: bool, invalid: bool
+) -> None:
+    for raised in (error, _wrapped(error)):
+        assert is_unavailable(raised) is unavailable
+        assert is_invalid_data(raised) is invalid
 
 
 # A real PostgreSQL stopped and started under running servers --------------------------------
