@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
+import signal
 import sys
-from collections.abc import Awaitable, Callable
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
+from types import FrameType
 from typing import Annotated, TypeVar
 
 import typer
@@ -19,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from idp.configuration.clock import Clock
 from idp.configuration.database import Database, is_unavailable
 from idp.configuration.exceptions import IdpError
-from idp.configuration.logging import configure_logging
+from idp.configuration.logging import configure_logging, logging_config
+from idp.configuration.metrics import MULTIPROC_ENV
 from idp.configuration.settings import Settings, get_settings
 from idp.schemas.roles import RoleCreate
 from idp.schemas.users import UserCreate
@@ -30,6 +36,7 @@ from idp.services import users as users_service
 from idp.services.keys import KeyRecord, KeyStore
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 # Locals in tracebacks could show passwords: never print them.
 app = typer.Typer(
@@ -146,17 +153,44 @@ def serve(
     configure_logging(settings.log_level, settings.log_format)
     if settings.bootstrap_admin_username:
         bootstrap_admin(generate=False, quiet=True)
-    uvicorn.run(
-        "idp.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_config=None,
-        proxy_headers=True,
-        server_header=False,
-        timeout_graceful_shutdown=30,
-    )
+    # uvicorn finishes the requests in flight on SIGTERM, then raises the signal again for the
+    # handler it found; this one makes that a clean exit (status 0) instead of death by signal.
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    with shared_metrics_dir(workers):
+        uvicorn.run(
+            "idp.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            # Applied again in each worker process, which would otherwise log nothing.
+            log_config=logging_config(settings.log_level, settings.log_format),
+            proxy_headers=True,
+            server_header=False,
+            timeout_graceful_shutdown=30,
+        )
+
+
+def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
+    raise SystemExit(0)
+
+
+@contextlib.contextmanager
+def shared_metrics_dir(workers: int) -> Iterator[None]:
+    """With several workers, give them a fresh PROMETHEUS_MULTIPROC_DIR so /metrics sums them.
+
+    The workers are spawned after this and read the variable when they import
+    prometheus_client. A directory the operator set already is used as it is.
+    """
+    if workers == 1 or os.environ.get(MULTIPROC_ENV):
+        yield
+        return
+    with tempfile.TemporaryDirectory(prefix="idp-metrics-") as directory:
+        os.environ[MULTIPROC_ENV] = directory
+        try:
+            yield
+        finally:
+            del os.environ[MULTIPROC_ENV]
 
 
 # db ------------------------------------------------------------------------------------------
@@ -336,6 +370,8 @@ def bootstrap_admin(*, generate: bool, quiet: bool) -> None:
             fg=typer.colors.YELLOW,
             err=True,
         )
+    elif quiet:  # from `idp serve`: a log line like the server's others (JSON if configured)
+        logger.info("created admin account %r from IDP_BOOTSTRAP_ADMIN_*", username)
     else:
         typer.echo(f"created admin account {username!r} from IDP_BOOTSTRAP_ADMIN_*", err=True)
 

@@ -12,8 +12,18 @@ from fastapi import FastAPI
 from idp.configuration.clock import Clock
 from idp.configuration.database import Database
 from idp.configuration.settings import Settings, get_settings
-from idp.controllers import admin_audit, admin_roles, admin_users, health, me, oauth, wellknown
+from idp.controllers import (
+    admin_audit,
+    admin_roles,
+    admin_users,
+    health,
+    me,
+    metrics,
+    oauth,
+    wellknown,
+)
 from idp.controllers.errors import install_error_handlers
+from idp.controllers.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from idp.services import refresh_tokens
 from idp.services.keys import KeyRing, KeyStore, ensure_keystore
 from idp.services.ratelimit import RateLimiter
@@ -90,4 +100,8 @@ def create_app(
     app.include_router(admin_users.router)
     app.include_router(admin_roles.router)
     app.include_router(admin_audit.router)
+    app.include_router(metrics.router)
+    # The last added runs first: the request id and access log cover the 413 answers too.
+    app.add_middleware(BodySizeLimitMiddleware, max_body_size=settings.max_body_size)
+    app.add_middleware(RequestContextMiddleware)
     return app

@@ -10,9 +10,9 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,15 +121,28 @@ def live_server(
     env: Mapping[str, str] | None = None,
     ready_timeout: float = 30,
     workers: int = 1,
+    ready_path: str = "/readyz",
+    args: Sequence[str] = (),
 ) -> Iterator[LiveServer]:
-    """Start `idp serve` and wait until /readyz answers 200; stop it with SIGTERM afterwards."""
+    """Start `idp serve [args]` and wait until `ready_path` answers 200 (/healthz for a server
+    whose database is down on purpose); stop it with SIGTERM afterwards."""
     port = port or free_port()
     keys_dir = keys_dir or workdir / "keys"
     full_env = server_env(database_url, keys_dir, port, **(env or {}))
     log_path = workdir / f"server-{port}-{uuid.uuid4().hex[:6]}.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "idp", "serve", "--port", str(port), "--workers", str(workers)],
+            [
+                sys.executable,
+                "-m",
+                "idp",
+                "serve",
+                "--port",
+                str(port),
+                "--workers",
+                str(workers),
+                *args,
+            ],
             env={**os.environ, **full_env},
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -142,7 +155,7 @@ def live_server(
             if process.poll() is not None:
                 raise RuntimeError(f"idp serve exited with {process.returncode}:\n{server.log()}")
             try:
-                if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
+                if httpx.get(f"{server.url}{ready_path}", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
@@ -153,3 +166,26 @@ def live_server(
     finally:
         if server.stop(signal.SIGTERM) is None:
             os.kill(process.pid, signal.SIGKILL)
+
+
+@contextmanager
+def replicas(
+    database_url: str,
+    workdir: Path,
+    *,
+    count: int = 2,
+    keys_dir: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Iterator[list[LiveServer]]:
+    """`count` replicas of `idp serve` on one database and one keystore directory, with one
+    issuer, as behind a proxy: a token from any of them is valid on all of them."""
+    shared = {"IDP_ISSUER": "http://127.0.0.1:8080", **(env or {})}
+    with ExitStack() as stack:
+        yield [
+            stack.enter_context(
+                live_server(
+                    database_url, workdir, keys_dir=keys_dir or workdir / "keys", env=shared
+                )
+            )
+            for _ in range(count)
+        ]

@@ -409,6 +409,21 @@ async def test_50_parallel_wrong_passwords_get_at_most_the_threshold_of_real_che
         assert (await login(owner, "alice")).status_code == 200  # only the attacker was locked out
 
 
+async def test_a_burst_of_correct_logins_of_one_account_all_succeed(
+    pooled_app: tuple[FastAPI, Database], checks: CheckCounter
+) -> None:
+    """Parallel logins of one account queue per process instead of all reserving attempts at
+    once, so a burst larger than the threshold is not mistaken for guessing."""
+    app, database = pooled_app
+    settings: Settings = app.state.settings
+    async with database.session() as session:
+        carol = await make_user(session, settings, "carol")
+    async with client_at(app, "198.51.100.9") as client:
+        answers = await asyncio.gather(*(login(client, "carol") for _ in range(30)))
+    assert [r.status_code for r in answers] == [200] * 30
+    assert checks.against(carol.password_hash) == 30
+
+
 async def test_lockout_on_sqlite(
     tmp_path: Path, keys_dir: Path, keyring: KeyRing, checks: CheckCounter, clock: Clock
 ) -> None:

@@ -34,7 +34,7 @@ def orders(idp: LiveServer, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     env = {
         **os.environ,
-        "IDP_ISSUER": idp.url,
+        "ORDERS_ISSUER": idp.url,
         "ORDERS_AUDIENCE": "orders",
         "ORDERS_PORT": str(port),
     }

@@ -170,7 +170,7 @@ async def test_every_refresh_failure_gets_the_same_body(
 
     answers = {
         "unknown": await refresh(client, "x" * 43),
-        "huge": await refresh(client, "x" * 100_000),
+        "huge": await refresh(client, "x" * 60_000),  # under IDP_MAX_BODY_SIZE
         "an access token": await refresh(
             client, (await tokens(await login(client)))["access_token"]
         ),
@@ -328,7 +328,7 @@ async def test_revoking_an_access_token_ends_its_session(client: AsyncClient, al
 
 @pytest.mark.parametrize(
     "token",
-    ["unknown-token", "x" * 100_000, "not.a.jwt", "a.b.c" * 3000, "\u00e9\u00e8\U0001f600"],
+    ["unknown-token", "x" * 60_000, "not.a.jwt", "a.b.c" * 3000, "\u00e9\u00e8\U0001f600"],
 )
 async def test_revoking_unknown_or_malformed_tokens_is_200(client: AsyncClient, token: str) -> None:
     response = await client.post("/revoke", data={"token": token})

@@ -47,10 +47,12 @@ class Caller(BaseModel):
 
 
 def create_app(issuer: str | None = None, audience: str | None = None) -> FastAPI:
-    """Build the service; the issuer and audience default to IDP_ISSUER and ORDERS_AUDIENCE."""
+    """Build the service from ORDERS_ISSUER (idp's issuer URL), ORDERS_AUDIENCE and, where the
+    issuer's public URL is not reachable from here (a container network), ORDERS_JWKS_URL."""
     verifier = TokenVerifier(
-        issuer or os.environ.get("IDP_ISSUER", "http://127.0.0.1:8000"),
+        issuer or os.environ.get("ORDERS_ISSUER", "http://127.0.0.1:8000"),
         audience or os.environ.get("ORDERS_AUDIENCE", "orders"),
+        jwks_uri=os.environ.get("ORDERS_JWKS_URL") or None,
     )
     auth = BearerAuth(verifier, permissions=PERMISSIONS)
     orders: dict[int, Order] = {}

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, suppress
 from typing import Any
 
+import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -16,7 +18,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 
-from idp.configuration.exceptions import IdpError, ServiceUnavailableError
+from idp.configuration.exceptions import IdpError, ServiceUnavailableError, ValidationFailedError
 from idp.configuration.settings import Settings
 
 
@@ -24,7 +26,9 @@ def create_engine(settings: Settings) -> AsyncEngine:
     """Build the engine for `IDP_DATABASE_URL` with pool and timeout settings applied."""
     if settings.is_sqlite:
         engine = create_async_engine(
-            settings.database_url, connect_args={"timeout": settings.db_statement_timeout}
+            settings.database_url,
+            hide_parameters=True,
+            connect_args={"timeout": settings.db_statement_timeout},
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
@@ -36,6 +40,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
         pool_timeout=settings.db_pool_timeout,
         pool_pre_ping=True,
         pool_recycle=1800,
+        # Error messages would quote bound values: password hashes, token hashes, emails.
+        hide_parameters=True,
         connect_args={
             "timeout": settings.db_connect_timeout,
             "command_timeout": settings.db_statement_timeout + 1,
@@ -56,34 +62,47 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-# Errors that mean "the database is not there", as opposed to a bad statement.
+# Errors that mean "the database is not there or cannot serve now", as opposed to a bad
+# statement: refused or lost connections, a full pool, a cancelled statement (the statement
+# timeout, or PostgreSQL shutting down), too many connections.
 UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
     OperationalError,
     InterfaceError,
+    PoolTimeoutError,
     ConnectionError,
     TimeoutError,
     OSError,
+    asyncpg.exceptions.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.InterfaceError,
 )
 
 
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """`exc` and what it wraps: SQLAlchemy's error, the DBAPI adapter's, the driver's."""
+    current: BaseException | None = exc
+    for _ in range(4):
+        if current is None:
+            return
+        yield current
+        current = current.__cause__ or current.__context__
+
+
 def is_unavailable(exc: BaseException) -> bool:
-    """True when `exc` says the database cannot be reached (not a constraint or SQL error)."""
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    if isinstance(exc, UNAVAILABLE_ERRORS):
-        return True
-    cause = exc.__cause__ or exc.__context__
-    return (
-        cause is not None
-        and cause is not exc
-        and type(cause).__name__
-        in {
-            "CannotConnectNowError",
-            "ConnectionDoesNotExistError",
-            "QueryCanceledError",
-            "TooManyConnectionsError",
-        }
+    """True when `exc`, or what it wraps, says the database cannot be reached or cannot serve
+    now (not a constraint or SQL error)."""
+    return any(
+        isinstance(error, UNAVAILABLE_ERRORS)
+        or (isinstance(error, DBAPIError) and error.connection_invalidated)
+        for error in _chain(exc)
     )
+
+
+def is_invalid_data(exc: BaseException) -> bool:
+    """True when PostgreSQL refused a value a client sent (SQLSTATE class 22: NUL in text, a
+    number out of range, bad encoding): the client's mistake, a 422 rather than a 500."""
+    return any(isinstance(error, asyncpg.exceptions.DataError) for error in _chain(exc))
 
 
 class Database:
@@ -118,8 +137,14 @@ class Database:
             except BaseException as exc:
                 with suppress(Exception):  # a dead connection cannot roll back; it is discarded
                     await session.rollback()
-                if not isinstance(exc, ServiceUnavailableError) and is_unavailable(exc):
+                if isinstance(exc, IdpError):
+                    raise
+                if is_unavailable(exc):
                     raise ServiceUnavailableError("database unreachable") from exc
+                if is_invalid_data(exc):
+                    raise ValidationFailedError(
+                        "a value is out of range or not valid text"
+                    ) from exc
                 raise
 
     async def ping(self) -> bool:

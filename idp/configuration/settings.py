@@ -23,12 +23,18 @@ class Settings(BaseSettings):
         "sqlite+aiosqlite:///./idp.db",
         description="SQLAlchemy async URL: postgresql+asyncpg://... in production.",
     )
-    db_pool_size: int = Field(10, ge=1, le=1000)
-    db_max_overflow: int = Field(10, ge=0, le=1000)
+    db_pool_size: int = Field(
+        10, ge=1, le=1000, description="PostgreSQL connections kept open per server process."
+    )
+    db_max_overflow: int = Field(
+        10, ge=0, le=1000, description="Extra connections a process may open under load."
+    )
     db_pool_timeout: float = Field(
         5.0, gt=0, description="Seconds to wait for a pooled connection."
     )
-    db_connect_timeout: float = Field(5.0, gt=0)
+    db_connect_timeout: float = Field(
+        5.0, gt=0, description="Seconds to wait for a new database connection."
+    )
     db_statement_timeout: float = Field(
         10.0, gt=0, description="Seconds a statement may run (PostgreSQL) before it is cancelled."
     )
@@ -39,8 +45,13 @@ class Settings(BaseSettings):
         default_factory=lambda: ["idp"],
         description="The `aud` of access tokens: one value, a comma list or a JSON list.",
     )
-    default_client_id: str = Field("idp", min_length=1, max_length=200)
-    access_token_ttl: int = Field(900, ge=5, le=86_400)
+    default_client_id: str = Field(
+        "idp",
+        min_length=1,
+        max_length=200,
+        description="The `client_id` claim when a token request names none.",
+    )
+    access_token_ttl: int = Field(900, ge=5, le=86_400, description="Access-token lifetime.")
     refresh_token_ttl: int = Field(
         14 * 86_400, ge=60, description="Absolute lifetime of a login session's refresh tokens."
     )
@@ -59,16 +70,30 @@ class Settings(BaseSettings):
     )
 
     # Keys
-    keys_dir: Path = Path("keys")
-    keys_passphrase: SecretStr | None = None
-    jwks_max_age: int = Field(300, ge=0, le=86_400)
+    keys_dir: Path = Field(
+        Path("keys"), description="The keystore directory, shared by every replica."
+    )
+    keys_passphrase: SecretStr | None = Field(
+        None, description="Encrypts the private key files at rest when set."
+    )
+    jwks_max_age: int = Field(
+        300,
+        ge=0,
+        le=86_400,
+        description="`Cache-Control: max-age` of the JWKS; also how long a next key must be "
+        "published before a rotation may promote it.",
+    )
     keys_reload_interval: float = Field(
         2.0, gt=0, le=60, description="How often a server checks the keystore for a change."
     )
 
     # Passwords and login
-    bcrypt_rounds: int = Field(12, ge=4, le=31)
-    password_min_length: int = Field(8, ge=1, le=72)
+    bcrypt_rounds: int = Field(
+        12, ge=4, le=31, description="bcrypt cost; hashes are upgraded at the next login."
+    )
+    password_min_length: int = Field(
+        8, ge=1, le=72, description="Minimum password length, in characters."
+    )
     password_refuse_user_info: bool = Field(
         True, description="Refuse the username, the email or its local part as password."
     )
@@ -83,7 +108,7 @@ class Settings(BaseSettings):
     )
     lockout_wait: int = Field(60, ge=1, description="First lockout, in seconds.")
     lockout_wait_increment: int = Field(60, ge=0, description="Added to each further lockout.")
-    lockout_max_wait: int = Field(900, ge=1)
+    lockout_max_wait: int = Field(900, ge=1, description="Longest lockout, in seconds.")
     lockout_failure_reset: int = Field(
         43_200, ge=1, description="Failures older than this are forgotten."
     )
@@ -95,13 +120,28 @@ class Settings(BaseSettings):
     )
 
     # Bootstrap admin, in the manner of KC_BOOTSTRAP_ADMIN_*
-    bootstrap_admin_username: str | None = None
-    bootstrap_admin_password: SecretStr | None = None
-    bootstrap_admin_email: str | None = None
+    bootstrap_admin_username: str | None = Field(
+        None, description="Username of the admin created when no user holds `admin`."
+    )
+    bootstrap_admin_password: SecretStr | None = Field(
+        None, description="Its password; without one no admin is created."
+    )
+    bootstrap_admin_email: str | None = Field(None, description="Its email address.")
+
+    # HTTP
+    max_body_size: int = Field(
+        65_536,
+        ge=1024,
+        description="Largest request body accepted, in bytes; a larger one is answered 413.",
+    )
 
     # Logs
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Least severe level logged."
+    )
+    log_format: Literal["text", "json"] = Field(
+        "text", description="`text` for people, `json` for one object per line."
+    )
 
     @field_validator("audience", mode="before")
     @classmethod

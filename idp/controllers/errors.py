@@ -14,6 +14,7 @@ from idp.configuration.exceptions import (
     AuthenticationError,
     IdpError,
     OAuthError,
+    ServiceUnavailableError,
     TooManyRequestsError,
 )
 
@@ -45,6 +46,11 @@ def error_response(exc: IdpError) -> JSONResponse:
 
 async def _idp_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, IdpError)
+    if isinstance(exc, ServiceUnavailableError):
+        # The cause's type only: a driver's message may quote statement parameters. The
+        # request id on the line ties it to the request's access line.
+        cause = type(exc.__cause__).__name__ if exc.__cause__ else "-"
+        logger.warning("%s (%s)", exc.message, cause)
     return error_response(exc)
 
 

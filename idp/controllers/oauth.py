@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.responses import JSONResponse
 
+from idp.configuration import metrics
 from idp.configuration.exceptions import InvalidRequestError, UnsupportedGrantTypeError
 from idp.controllers.errors import NO_STORE
 from idp.dependencies.auth import CallerDep, KeySetDep
@@ -55,32 +56,34 @@ async def token(
     if not grant_type:
         raise InvalidRequestError("grant_type is required")
     if grant_type == "password":
-        if not username or password is None or password == "":
-            raise InvalidRequestError("username and password are required")
-        result = await login.password_grant(
-            session,
-            settings,
-            keyset,
-            username=username,
-            password=password,
-            client_id=client_id or settings.default_client_id,
-            scope=scope,
-            now=clock.now(),
-            database=database,
-            client_address=client_address,
-        )
+        with metrics.count_outcome(metrics.LOGINS):
+            if not username or password is None or password == "":
+                raise InvalidRequestError("username and password are required")
+            result = await login.password_grant(
+                session,
+                settings,
+                keyset,
+                username=username,
+                password=password,
+                client_id=client_id or settings.default_client_id,
+                scope=scope,
+                now=clock.now(),
+                database=database,
+                client_address=client_address,
+            )
     elif grant_type == "refresh_token":
-        if not refresh_token:
-            raise InvalidRequestError("refresh_token is required")
-        result = await login.refresh_grant(
-            session,
-            settings,
-            keyset,
-            refresh_token=refresh_token,
-            client_id=client_id or None,
-            scope=scope,
-            now=clock.now(),
-        )
+        with metrics.count_outcome(metrics.REFRESHES):
+            if not refresh_token:
+                raise InvalidRequestError("refresh_token is required")
+            result = await login.refresh_grant(
+                session,
+                settings,
+                keyset,
+                refresh_token=refresh_token,
+                client_id=client_id or None,
+                scope=scope,
+                now=clock.now(),
+            )
     else:
         raise UnsupportedGrantTypeError(f"grant_type {grant_type[:40]!r} is not supported")
     return JSONResponse(result.model_dump(exclude_none=True), headers=NO_STORE)

@@ -29,6 +29,8 @@ async def get_with_roles(session: AsyncSession, user_id: uuid.UUID) -> User | No
 
 
 async def get_by_username(session: AsyncSession, username: str) -> User | None:
+    if "\x00" in username:  # PostgreSQL text cannot hold NUL: no such user, and no query error
+        return None
     result = await session.execute(
         select(User).where(func.lower(User.username) == username.lower())
     )

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+import weakref
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -49,6 +50,32 @@ async def authenticate(
     check and end in the same error. A hash made with a lower cost than configured is
     replaced on success.
     """
+    # One attempt at a time per account in this process: parallel logins of one account (a
+    # burst of correct ones included) queue here instead of all reserving attempts at once and
+    # running past the lockout threshold. Across replicas the database counters decide.
+    async with _account_lock(username):
+        return await _authenticate(database, session, settings, username, password, client_address)
+
+
+_ACCOUNT_LOCKS: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+def _account_lock(username: str) -> asyncio.Lock:
+    key = username.lower()
+    lock = _ACCOUNT_LOCKS.get(key)
+    if lock is None:
+        lock = _ACCOUNT_LOCKS[key] = asyncio.Lock()
+    return lock
+
+
+async def _authenticate(
+    database: Database,
+    session: AsyncSession,
+    settings: Settings,
+    username: str,
+    password: str,
+    client_address: str,
+) -> User:
     attempt = await lockout.reserve_attempt(database, settings, username, client_address)
     if not attempt.allowed or attempt.password_hash is None:
         await dummy_check(settings, password)
@@ -70,7 +97,7 @@ async def authenticate(
         _refused(reason, attempt, client_address)
         await lockout.record_failure(database, attempt, client_address)  # its locks stand
         raise InvalidGrantError()
-    await lockout.record_success(session, settings, user.id, client_address)
+    await lockout.record_success(database, settings, user.id, client_address)
     if passwords.needs_rehash(attempt.password_hash, settings.bcrypt_rounds):
         user.password_hash = await passwords.hash_password(password, settings.bcrypt_rounds)
         logger.info(

@@ -40,6 +40,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, KeyParameters, OKPKey, RSAKey
 from joserfc.jws import JWSRegistry
 
+from idp.configuration import metrics
 from idp.configuration.exceptions import KeystoreError, NotFoundError, ValidationFailedError
 
 logger = logging.getLogger(__name__)
@@ -538,10 +539,12 @@ class KeyRing:
         except (KeystoreError, OSError) as exc:
             if fingerprint != self._failed:
                 logger.warning("keystore reload failed, keeping the current keys: %s", exc)
+                metrics.KEY_RELOADS.labels(result="failure").inc()
             self._failed = fingerprint
             return False
         self._current = keyset
         self._failed = _UNSET
+        metrics.KEY_RELOADS.labels(result="success").inc()
         logger.info(
             "signing keys reloaded: active %s, %d published", keyset.active_kid, len(keyset.records)
         )

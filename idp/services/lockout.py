@@ -27,6 +27,7 @@ from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from idp.configuration import metrics
 from idp.configuration.database import Database
 from idp.configuration.settings import Settings
 from idp.models import User
@@ -133,6 +134,7 @@ async def record_failure(database: Database, attempt: Attempt, client_address: s
         return
     async with database.session() as session:
         for lock in attempt.locks:
+            metrics.LOCKOUTS.inc()
             await audit(
                 session,
                 "user.locked",
@@ -146,19 +148,24 @@ async def record_failure(database: Database, attempt: Attempt, client_address: s
 
 
 async def record_success(
-    session: AsyncSession, settings: Settings, user_id: uuid.UUID, client_address: str
+    database: Database, settings: Settings, user_id: uuid.UUID, client_address: str
 ) -> None:
     """A correct password: forget the account's failures and this address's (which also lifts
-    the provisional lock a threshold-reaching attempt set), and prune forgotten counters."""
+    the provisional lock a threshold-reaching attempt set), and prune forgotten counters.
+
+    Committed at once in a unit of work of its own, like the reservation, so the next attempt
+    on this account already sees the counters cleared.
+    """
     now = utcnow()
-    await lockout_repo.clear_account(session, user_id)
-    await lockout_repo.clear_address(session, user_id, client_address)
-    await lockout_repo.delete_stale_addresses(
-        session,
-        user_id,
-        forget_before=now - timedelta(seconds=settings.lockout_failure_reset),
-        now=now,
-    )
+    async with database.session() as session:
+        await lockout_repo.clear_account(session, user_id)
+        await lockout_repo.clear_address(session, user_id, client_address)
+        await lockout_repo.delete_stale_addresses(
+            session,
+            user_id,
+            forget_before=now - timedelta(seconds=settings.lockout_failure_reset),
+            now=now,
+        )
 
 
 async def unlock_user(session: AsyncSession, user: User, *, actor: Actor = SYSTEM) -> bool:

@@ -23,6 +23,7 @@ from typing import Final, NoReturn
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from idp.configuration import metrics
 from idp.configuration.clock import Clock
 from idp.configuration.database import Database, is_unavailable
 from idp.configuration.exceptions import InvalidGrantError, ServiceUnavailableError
@@ -138,6 +139,7 @@ async def _refuse(session: AsyncSession, token_hash: str, now: datetime) -> NoRe
     if found is None or found[0].consumed_at is None:
         raise InvalidGrantError()
     _token, family, user = found
+    metrics.REFRESH_REUSES.inc()
     if await refresh_repo.revoke_family(session, family.id, now=now):
         logger.warning(
             "refresh token reused: its session is revoked",
