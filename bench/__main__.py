@@ -11,7 +11,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import login, verify
+from bench import admin, login, refresh, verify
 from bench.common import Report, Sizes, bench_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -80,8 +80,11 @@ def main() -> None:
         workdir = Path(tmp)
         with bench_server(workdir, rounds=sizes.bcrypt_rounds) as server:
             print(f"server {server.url} (pid {server.process.pid})", flush=True)
+            users = asyncio.run(admin.create_users(server, sizes.admin_users))
             verify.run_sync(report, sizes, server, workdir / "keys")
-            asyncio.run(login.run(report, sizes, server))
+            asyncio.run(login.run(report, sizes, server, users))
+            refresh.run(report, sizes, server)
+            asyncio.run(admin.run(report, sizes, server, workdir))
             login.memory(report, server)
     text = markdown(report, sizes, args.quick)
     print()

@@ -4,6 +4,7 @@ responsiveness under login load, JWKS against a trivial endpoint, memory."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import time
 
@@ -30,7 +31,7 @@ async def _latencies(client: httpx.AsyncClient, path: str, count: int) -> list[f
     return values
 
 
-async def run(report: Report, sizes: Sizes, server: LiveServer) -> None:
+async def run(report: Report, sizes: Sizes, server: LiveServer, users: list[str]) -> None:
     password_hash = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(sizes.bcrypt_rounds))
     limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=server.url, timeout=120, limits=limits) as client:
@@ -57,9 +58,11 @@ async def run(report: Report, sizes: Sizes, server: LiveServer) -> None:
         # 5 (idle part). JWKS latency with nothing else running.
         idle = await _latencies(client, "/.well-known/jwks.json", 300)
 
-        # 4 and 5. Saturate both cores with logins while probing the JWKS.
+        # 4 and 5. Saturate both cores with logins of many users while probing the JWKS.
+        turns = itertools.cycle(users)
+
         async def one_login() -> bool:
-            return (await login(client)).status_code == 200
+            return (await login(client, next(turns))).status_code == 200
 
         probe: list[float] = []
         stop = asyncio.Event()

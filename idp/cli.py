@@ -33,7 +33,7 @@ from idp.services import lockout as lockout_service
 from idp.services import refresh_tokens
 from idp.services import roles as roles_service
 from idp.services import users as users_service
-from idp.services.keys import KeyRecord, KeyStore
+from idp.services.keys import KeyRecord, KeyStore, keystore_for
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -464,20 +464,9 @@ def tokens_purge(
 # keys ----------------------------------------------------------------------------------------
 
 
-def keystore() -> KeyStore:
-    settings = load_settings()
-    passphrase = settings.keys_passphrase.get_secret_value() if settings.keys_passphrase else None
-    return KeyStore(
-        settings.keys_dir,
-        passphrase,
-        jwks_max_age=settings.jwks_max_age,
-        retire_grace=settings.key_retire_grace,
-    )
-
-
 def run_keys(action: Callable[[KeyStore], T]) -> T:
     try:
-        return action(keystore())
+        return action(keystore_for(load_settings()))
     except IdpError as exc:
         raise fail(exc.message) from None
     except OSError as exc:

@@ -25,20 +25,10 @@ from idp.controllers import (
 from idp.controllers.errors import install_error_handlers
 from idp.controllers.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from idp.services import refresh_tokens
-from idp.services.keys import KeyRing, KeyStore, ensure_keystore
+from idp.services.keys import KeyRing, ensure_keystore, keystore_for
 from idp.services.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
-
-
-def keystore_for(settings: Settings) -> KeyStore:
-    passphrase = settings.keys_passphrase.get_secret_value() if settings.keys_passphrase else None
-    return KeyStore(
-        settings.keys_dir,
-        passphrase,
-        jwks_max_age=settings.jwks_max_age,
-        retire_grace=settings.key_retire_grace,
-    )
 
 
 @contextlib.asynccontextmanager

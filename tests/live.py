@@ -57,7 +57,11 @@ def database_named(url: str, name: str) -> str:
 
 
 def run_idp(
-    *args: str, env: Mapping[str, str], stdin: str = "", timeout: float = 60
+    *args: str,
+    env: Mapping[str, str],
+    stdin: str = "",
+    timeout: float = 60,
+    cwd: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the `idp` command as an operator would."""
     return subprocess.run(
@@ -68,6 +72,7 @@ def run_idp(
         env={**os.environ, **env},
         timeout=timeout,
         check=False,
+        cwd=cwd,
     )
 
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.live import run_idp
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,7 +16,6 @@ ROOT = Path(__file__).resolve().parent.parent
 def run(tmp_path: Path):  # type: ignore[no-untyped-def]
     """Run `idp ...` against a fresh SQLite file migrated with `idp db upgrade`."""
     env = {
-        **os.environ,
         "IDP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
         "IDP_KEYS_DIR": str(tmp_path / "keys"),
         "IDP_BCRYPT_ROUNDS": "4",
@@ -25,16 +24,7 @@ def run(tmp_path: Path):  # type: ignore[no-untyped-def]
     def _run(
         *args: str, stdin: str = "", extra_env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "idp", *args],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            env={**env, **(extra_env or {})},
-            cwd=tmp_path,
-            timeout=60,
-            check=False,
-        )
+        return run_idp(*args, env={**env, **(extra_env or {})}, stdin=stdin, cwd=tmp_path)
 
     assert _run("db", "upgrade").returncode == 0
     return _run

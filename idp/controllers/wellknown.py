@@ -37,7 +37,7 @@ async def jwks(request: Request) -> Response:
     return Response(content=keyset.jwks_json, media_type="application/json", headers=headers)
 
 
-def server_metadata(request: Request, settings: SettingsDep) -> ServerMetadata:
+async def server_metadata(request: Request, settings: SettingsDep) -> ServerMetadata:
     """RFC 8414 metadata; also served where OpenID Connect consumers look for it."""
     issuer = settings.issuer
     keyring: KeyRing = request.app.state.keyring

@@ -15,13 +15,13 @@ from idp.dependencies.database import SessionDep, SettingsDep
 from idp.models import User
 from idp.services import auth
 from idp.services.keys import KeyRing, KeySet
-from idp.services.tokens import verify_access_token
+from idp.services.tokens import verify_own_access_token
 
 # Declares the password flow in OpenAPI, so Swagger UI's Authorize button logs in at /token.
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="token", auto_error=False)
 
 
-def get_keyset(request: Request) -> KeySet:
+async def get_keyset(request: Request) -> KeySet:
     keyring: KeyRing = request.app.state.keyring
     return keyring.current
 
@@ -37,14 +37,7 @@ async def get_token_claims(
 ) -> dict[str, Any]:
     if not token:
         raise AuthenticationError()
-    return verify_access_token(
-        keyset,
-        token,
-        issuer=settings.issuer,
-        audiences=settings.audience,
-        leeway=settings.clock_leeway,
-        now=clock.timestamp(),
-    )
+    return verify_own_access_token(keyset, settings, token, now=clock.timestamp())
 
 
 TokenClaims = Annotated[dict[str, Any], Depends(get_token_claims)]

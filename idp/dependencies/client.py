@@ -26,7 +26,7 @@ def address_key(host: str | None) -> str:
     return str(address)
 
 
-def get_client_address(request: Request) -> str:
+async def get_client_address(request: Request) -> str:
     """The peer address uvicorn reports: behind a reverse proxy, the `X-Forwarded-For` client
     when the proxy is trusted (`FORWARDED_ALLOW_IPS`), else the proxy itself."""
     return address_key(request.client.host if request.client else None)

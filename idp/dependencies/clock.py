@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from idp.configuration.clock import Clock
 
 
-def get_clock(request: Request) -> Clock:
+async def get_clock(request: Request) -> Clock:
     clock: Clock = request.app.state.clock
     return clock
 

@@ -11,7 +11,7 @@ from idp.dependencies.client import ClientAddressDep
 from idp.services.ratelimit import RateLimiter
 
 
-def limit_password_grant(
+async def limit_password_grant(
     request: Request,
     client_address: ClientAddressDep,
     grant_type: Annotated[str | None, Form()] = None,

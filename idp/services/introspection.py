@@ -20,7 +20,7 @@ from idp.repository import roles as roles_repo
 from idp.schemas.oauth import IntrospectionResponse
 from idp.services import auth, refresh_tokens
 from idp.services.keys import KeySet
-from idp.services.tokens import verify_access_token
+from idp.services.tokens import verify_own_access_token
 
 INTROSPECT_PERMISSION: Final = "tokens:introspect"
 INACTIVE: Final = IntrospectionResponse(active=False)
@@ -41,14 +41,7 @@ def _verified(
     settings: Settings, keyset: KeySet, token: str, now: datetime
 ) -> dict[str, Any] | None:
     try:
-        return verify_access_token(
-            keyset,
-            token,
-            issuer=settings.issuer,
-            audiences=settings.audience,
-            leeway=settings.clock_leeway,
-            now=now.timestamp(),
-        )
+        return verify_own_access_token(keyset, settings, token, now=now.timestamp())
     except InvalidTokenError:
         return None
 

@@ -42,6 +42,7 @@ from joserfc.jws import JWSRegistry
 
 from idp.configuration import metrics
 from idp.configuration.exceptions import KeystoreError, NotFoundError, ValidationFailedError
+from idp.configuration.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -707,4 +708,15 @@ def _record_from_json(item: Mapping[str, Any]) -> KeyRecord:
         activated_at=stamp(item.get("activated_at")),
         retired_at=stamp(item.get("retired_at")),
         removable_after=stamp(item.get("removable_after")),
+    )
+
+
+def keystore_for(settings: Settings) -> KeyStore:
+    """The keystore the settings name (IDP_KEYS_DIR, IDP_KEYS_PASSPHRASE, lifetimes)."""
+    passphrase = settings.keys_passphrase.get_secret_value() if settings.keys_passphrase else None
+    return KeyStore(
+        settings.keys_dir,
+        passphrase,
+        jwks_max_age=settings.jwks_max_age,
+        retire_grace=settings.key_retire_grace,
     )

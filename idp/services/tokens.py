@@ -177,3 +177,17 @@ def check_claims(
 
 def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def verify_own_access_token(
+    keyset: KeySet, settings: Settings, token: str, *, now: float | None = None
+) -> dict[str, Any]:
+    """`verify_access_token` with this server's issuer, audiences and leeway."""
+    return verify_access_token(
+        keyset,
+        token,
+        issuer=settings.issuer,
+        audiences=settings.audience,
+        leeway=settings.clock_leeway,
+        now=now,
+    )
