@@ -109,6 +109,7 @@ def bench_server(
     """A migrated database and a real `idp serve` with one user `bench` (and the admin role)."""
     from sqlalchemy.engine import make_url
 
+    workdir.mkdir(parents=True, exist_ok=True)
     base = database_url()
     admin = make_url(base).set(database="postgres").render_as_string(hide_password=False)
     name = f"idp_bench_{os.getpid()}_{int(time.time() * 1000) % 10**8}"

@@ -102,8 +102,8 @@ def run(report: Report, sizes: Sizes, server: LiveServer, connections: int = 16)
         per_vcpu / KEYCLOAK_REFRESH_PER_VCPU,
         ">= 4",
         per_vcpu / KEYCLOAK_REFRESH_PER_VCPU >= 4,
-        f"{rps:,.0f} refreshes/s on {cores} vCPU shared by server, PostgreSQL and wrk "
-        f"({non_2xx} non-2xx)",
+        f"{rps:,.0f} refreshes/s on {cores} vCPU shared by the server ({cores} workers), "
+        f"PostgreSQL and wrk ({non_2xx} non-2xx)",
     )
     signing = _sign_rate() * cores
     report.add(

@@ -67,7 +67,8 @@ async def extend_family(
         .where(RefreshFamily.id == family_id, RefreshFamily.revoked_at.is_(None))
         .values(idle_expires_at=capped)
         .returning(RefreshFamily),
-        execution_options={"synchronize_session": "fetch"},
+        # No family of this session is loaded yet: nothing in the identity map to refresh.
+        execution_options={"synchronize_session": False},
     )
     return result.scalar_one_or_none()
 

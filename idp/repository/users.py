@@ -28,6 +28,24 @@ async def get_with_roles(session: AsyncSession, user_id: uuid.UUID) -> User | No
     return result.scalar_one_or_none()
 
 
+async def get_with_role_names(
+    session: AsyncSession, user_id: uuid.UUID
+) -> tuple[User, list[str]] | None:
+    """The user and the names of their roles, in one statement (the refresh grant's path)."""
+    rows = (
+        await session.execute(
+            select(User, Role.name)
+            .outerjoin(UserRole, UserRole.user_id == User.id)
+            .outerjoin(Role, Role.id == UserRole.role_id)
+            .where(User.id == user_id)
+            .order_by(Role.name)
+        )
+    ).all()
+    if not rows:
+        return None
+    return rows[0][0], [name for _user, name in rows if name is not None]
+
+
 async def get_by_username(session: AsyncSession, username: str) -> User | None:
     if "\x00" in username:  # PostgreSQL text cannot hold NUL: no such user, and no query error
         return None

@@ -76,14 +76,16 @@ async def refresh_grant(
     family = issued.family
     if requested is not None and not set(requested.split()) <= set((family.scope or "").split()):
         raise InvalidScopeError()  # rolls back: the presented token stays usable
-    user = await users_repo.get(session, family.user_id)
-    if user is None or not user.is_active:
+    found = await users_repo.get_with_role_names(session, family.user_id)
+    if found is None or not found[0].is_active:
         raise InvalidGrantError()
+    user, roles = found
     return await _token_response(
         session,
         settings,
         keyset,
         user,
+        roles=roles,
         client_id=family.client_id,
         scope=requested or family.scope,
         session_id=str(family.id),
@@ -103,8 +105,11 @@ async def _token_response(
     session_id: str,
     refresh_token: str,
     now: datetime,
+    roles: list[str] | None = None,
 ) -> TokenResponse:
-    roles = await roles_repo.role_names_of(session, user.id)
+    """The access token with the user's current roles (looked up unless already known)."""
+    if roles is None:
+        roles = await roles_repo.role_names_of(session, user.id)
     access = issue_access_token(
         keyset,
         settings,
