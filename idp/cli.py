@@ -302,7 +302,7 @@ def users_unlock(username: str) -> None:
 
     async def work(session: AsyncSession, _settings: Settings) -> None:
         user = await users_service.get_by_username(session, username)
-        was_locked = await lockout_service.unlock_user(session, user)
+        was_locked = await lockout_service.unlock_user(session, user, now=Clock().now())
         typer.echo(
             f"unlocked {user.username}"
             if was_locked

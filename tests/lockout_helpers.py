@@ -1,29 +1,15 @@
-"""What the lockout tests share: a movable clock, a bcrypt-check counter, per-address clients."""
+"""What the lockout tests share: a bcrypt-check counter and per-address clients."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import UTC, datetime, timedelta
 
 from fastapi import FastAPI
 from httpx import ASGITransport, AsyncClient
 
 from idp.services import passwords
 from tests.conftest import ISSUER
-
-
-class Clock:
-    """Stands in for `idp.services.lockout.utcnow`."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
 
 
 class CheckCounter:

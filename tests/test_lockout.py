@@ -20,6 +20,7 @@ from httpx import AsyncClient, Response
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from idp.configuration.clock import Clock
 from idp.configuration.database import Database
 from idp.configuration.settings import Settings
 from idp.dependencies.client import address_key
@@ -29,8 +30,8 @@ from idp.services import auth, lockout, passwords
 from idp.services.keys import KeyRing
 from idp.services.ratelimit import RateLimiter
 from tests.conftest import alembic_config, make_settings
-from tests.helpers import PASSWORD, login, make_user
-from tests.lockout_helpers import CheckCounter, Clock, client_at
+from tests.helpers import PASSWORD, ManualClock, login, make_user
+from tests.lockout_helpers import CheckCounter, client_at
 
 POLICY = {
     "lockout_threshold": 3,
@@ -44,9 +45,10 @@ HOME = "127.0.0.1"  # where the `client` fixture's requests come from
 
 
 @pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    clock = Clock()
-    monkeypatch.setattr(lockout, "utcnow", clock)
+def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
+    """Stands still until moved: every app's clock (`app.state.clock`) reads it."""
+    clock = ManualClock()
+    monkeypatch.setattr(Clock, "now", lambda _self: clock.now())
     return clock
 
 
@@ -95,7 +97,7 @@ async def test_threshold_locks_the_address_and_a_locked_login_looks_like_a_wrong
     session: AsyncSession,
     settings: Settings,
     checks: CheckCounter,
-    clock: Clock,
+    clock: ManualClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="idp.services")
@@ -114,7 +116,7 @@ async def test_threshold_locks_the_address_and_a_locked_login_looks_like_a_wrong
     assert row is not None
     assert row.lockout_count == 1
     assert row.locked_until is not None
-    assert (row.locked_until - clock.now).total_seconds() == 60
+    assert (row.locked_until - clock.now()).total_seconds() == 60
     account = await fresh(session, user)
     assert account.failed_login_count == 3
     assert account.locked_until is None  # below the account-wide threshold
@@ -134,7 +136,7 @@ async def test_lock_expires_and_grows_up_to_the_maximum(
     session: AsyncSession,
     settings: Settings,
     checks: CheckCounter,
-    clock: Clock,
+    clock: ManualClock,
 ) -> None:
     user = await make_user(session, settings)
     for lockouts, wait in enumerate([60, 120, 150, 150], start=1):
@@ -142,7 +144,7 @@ async def test_lock_expires_and_grows_up_to_the_maximum(
         row = await address_row(session, user.id)
         assert row is not None and row.locked_until is not None
         assert row.lockout_count == lockouts
-        assert (row.locked_until - clock.now).total_seconds() == wait
+        assert (row.locked_until - clock.now()).total_seconds() == wait
         clock.advance(wait - 1)
         assert (await login(client)).status_code == 400  # still locked
         await wrong(client, 5)  # refused unchecked: they neither count nor extend the lock
@@ -158,7 +160,7 @@ async def test_lock_expires_and_grows_up_to_the_maximum(
 
 
 async def test_failures_and_lock_growth_are_forgotten_after_the_reset_window(
-    client: AsyncClient, app: FastAPI, session: AsyncSession, settings: Settings, clock: Clock
+    client: AsyncClient, app: FastAPI, session: AsyncSession, settings: Settings, clock: ManualClock
 ) -> None:
     user = await make_user(session, settings)
     await wrong(client, 2)
@@ -176,7 +178,7 @@ async def test_failures_and_lock_growth_are_forgotten_after_the_reset_window(
     row = await address_row(session, user.id)
     assert row is not None and row.locked_until is not None
     assert row.lockout_count == 1  # the growth was forgotten with the failures
-    assert (row.locked_until - clock.now).total_seconds() == 60
+    assert (row.locked_until - clock.now()).total_seconds() == 60
 
 
 async def test_a_success_resets_the_count(
@@ -192,7 +194,7 @@ async def test_a_success_resets_the_count(
 
 
 async def test_a_success_prunes_forgotten_counters_of_other_addresses(
-    client: AsyncClient, app: FastAPI, session: AsyncSession, settings: Settings, clock: Clock
+    client: AsyncClient, app: FastAPI, session: AsyncSession, settings: Settings, clock: ManualClock
 ) -> None:
     await make_user(session, settings)
     async with client_at(app, "192.0.2.1") as old:
@@ -242,7 +244,7 @@ async def test_guesses_from_many_addresses_lock_the_whole_account(
     session: AsyncSession,
     settings: Settings,
     checks: CheckCounter,
-    clock: Clock,
+    clock: ManualClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="idp.services")
@@ -253,7 +255,7 @@ async def test_guesses_from_many_addresses_lock_the_whole_account(
     assert checks.against(user.password_hash) == 6  # the account-wide threshold
     account = await fresh(session, user)
     assert account.locked_until is not None
-    assert (account.locked_until - clock.now).total_seconds() == 60
+    assert (account.locked_until - clock.now()).total_seconds() == 60
     assert account.lockout_count == 1
     [locked] = audit_records(caplog, "user.locked")
     assert locked.__dict__["scope"] == "account"
@@ -272,6 +274,7 @@ async def test_unlock_lifts_every_lock_and_is_audited(
     app: FastAPI,
     session: AsyncSession,
     settings: Settings,
+    clock: ManualClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.INFO, logger="idp.services")
@@ -283,7 +286,7 @@ async def test_unlock_lifts_every_lock_and_is_audited(
     assert (await login(client)).status_code == 400
     user = await fresh(session, user)
     assert user.locked_until is not None
-    assert await lockout.unlock_user(session, user) is True
+    assert await lockout.unlock_user(session, user, now=clock.now()) is True
     assert user.locked_until is None and user.failed_login_count == 0
     assert (await session.execute(select(LoginFailure))).scalars().all() == []
     [event] = audit_records(caplog, "user.unlocked")
@@ -291,7 +294,7 @@ async def test_unlock_lifts_every_lock_and_is_audited(
     assert event.__dict__["account_locked"] is True
     assert event.__dict__["locked_addresses"] >= 1
     assert (await login(client)).status_code == 200
-    assert await lockout.unlock_user(session, user) is False
+    assert await lockout.unlock_user(session, user, now=clock.now()) is False
 
 
 async def test_every_refused_login_costs_exactly_one_bcrypt_check(
@@ -425,7 +428,7 @@ async def test_a_burst_of_correct_logins_of_one_account_all_succeed(
 
 
 async def test_lockout_on_sqlite(
-    tmp_path: Path, keys_dir: Path, keyring: KeyRing, checks: CheckCounter, clock: Clock
+    tmp_path: Path, keys_dir: Path, keyring: KeyRing, checks: CheckCounter, clock: ManualClock
 ) -> None:
     """The same statements on SQLite, the zero-setup database: counting, locking, parallel."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'idp.db'}"
@@ -448,7 +451,7 @@ async def test_lockout_on_sqlite(
                 row = await address_row(session, user.id, "198.51.100.7")
                 account = await session.get(User, user.id)
             assert row is not None and row.locked_until is not None
-            assert (row.locked_until - clock.now).total_seconds() == 60
+            assert (row.locked_until - clock.now()).total_seconds() == 60
             assert account is not None and account.locked_until is not None  # 6 failures in all
             clock.advance(61)
             assert (await login(owner)).status_code == 200
@@ -534,7 +537,7 @@ async def test_unknown_wrong_locked_and_disabled_take_similar_time(
     await session.execute(
         update(User)
         .where(User.username == "locked")
-        .values(locked_until=lockout.utcnow() + timedelta(hours=1))
+        .values(locked_until=Clock().now() + timedelta(hours=1))
     )
     await session.flush()
     auth._dummy_hash(slow.bcrypt_rounds)  # warm the cache, as the first real login would

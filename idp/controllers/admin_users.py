@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response, status
 
 from idp.configuration.constants import MAX_PAGE_OFFSET
+from idp.dependencies.clock import ClockDep
 from idp.dependencies.database import SessionDep, SettingsDep
 from idp.dependencies.permissions import (
     ADMIN_RESPONSES,
@@ -141,10 +142,12 @@ async def set_password(
 
 
 @router.post("/{user_id}/unlock", response_model=UserOut)
-async def unlock_user(user_id: UserId, actor: UsersWrite, session: SessionDep) -> UserOut:
+async def unlock_user(
+    user_id: UserId, actor: UsersWrite, session: SessionDep, clock: ClockDep
+) -> UserOut:
     """Lift the user's brute-force locks (account-wide and per address) and forget failures."""
     user = await users_service.get_user(session, user_id)
-    await lockout_service.unlock_user(session, user, actor=actor)
+    await lockout_service.unlock_user(session, user, now=clock.now(), actor=actor)
     return users_service.to_out(await users_service.get_user(session, user_id))
 
 

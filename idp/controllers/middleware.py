@@ -116,6 +116,9 @@ class BodySizeLimitMiddleware:
     """Refuse bodies over `max_body_size` bytes with 413, whether declared (Content-Length) or
     streamed (chunked), without reading more than the limit into memory.
 
+    FastAPI's own `max_body_size` answers a declared oversize with a plain-text 413; this one
+    keeps the `{"detail": ...}` JSON shape of every other error.
+
     The refusal happens when the endpoint reads the body, after routing, so it is logged and
     counted under the route like any other answer; an endpoint that reads no body is unaffected.
     """

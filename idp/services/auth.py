@@ -8,6 +8,7 @@ import logging
 import uuid
 import weakref
 from collections.abc import Mapping
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -42,6 +43,7 @@ async def authenticate(
     password: str,
     *,
     client_address: str,
+    now: datetime,
 ) -> User:
     """The active user with this username and password, else `InvalidGrantError`.
 
@@ -54,7 +56,9 @@ async def authenticate(
     # burst of correct ones included) queue here instead of all reserving attempts at once and
     # running past the lockout threshold. Across replicas the database counters decide.
     async with _account_lock(username):
-        return await _authenticate(database, session, settings, username, password, client_address)
+        return await _authenticate(
+            database, session, settings, username, password, client_address, now
+        )
 
 
 _ACCOUNT_LOCKS: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -75,8 +79,9 @@ async def _authenticate(
     username: str,
     password: str,
     client_address: str,
+    now: datetime,
 ) -> User:
-    attempt = await lockout.reserve_attempt(database, settings, username, client_address)
+    attempt = await lockout.reserve_attempt(database, settings, username, client_address, now)
     if not attempt.allowed or attempt.password_hash is None:
         await dummy_check(settings, password)
         if attempt.locked:
@@ -97,7 +102,7 @@ async def _authenticate(
         _refused(reason, attempt, client_address)
         await lockout.record_failure(database, attempt, client_address)  # its locks stand
         raise InvalidGrantError()
-    await lockout.record_success(database, settings, user.id, client_address)
+    await lockout.record_success(database, settings, user.id, client_address, now)
     if passwords.needs_rehash(attempt.password_hash, settings.bcrypt_rounds):
         user.password_hash = await passwords.hash_password(password, settings.bcrypt_rounds)
         logger.info(

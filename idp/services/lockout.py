@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -36,11 +36,6 @@ from idp.services import audit as audit_service
 from idp.services.permissions import SYSTEM, Actor
 
 logger = logging.getLogger(__name__)
-
-
-def utcnow() -> datetime:
-    """The lockout clock (tests move it)."""
-    return datetime.now(UTC)
 
 
 def lock_wait(settings: Settings, lockouts: int) -> int:
@@ -83,7 +78,7 @@ def _rule(settings: Settings, threshold: int, now: datetime) -> lockout_repo.Rul
 
 
 async def reserve_attempt(
-    database: Database, settings: Settings, username: str, client_address: str
+    database: Database, settings: Settings, username: str, client_address: str, now: datetime
 ) -> Attempt:
     """Count a login attempt on both counters before its password is checked.
 
@@ -91,7 +86,6 @@ async def reserve_attempt(
     because a counter is locked: nothing is written, so hammering a locked account neither
     extends its lock nor, from a locked-out address, counts against the account.
     """
-    now = utcnow()
     async with database.session() as session:
         account = await lockout_repo.count_account_attempt(
             session, username, _rule(settings, settings.lockout_account_threshold, now)
@@ -148,7 +142,11 @@ async def record_failure(database: Database, attempt: Attempt, client_address: s
 
 
 async def record_success(
-    database: Database, settings: Settings, user_id: uuid.UUID, client_address: str
+    database: Database,
+    settings: Settings,
+    user_id: uuid.UUID,
+    client_address: str,
+    now: datetime,
 ) -> None:
     """A correct password: forget the account's failures and this address's (which also lifts
     the provisional lock a threshold-reaching attempt set), and prune forgotten counters.
@@ -156,7 +154,6 @@ async def record_success(
     Committed at once in a unit of work of its own, like the reservation, so the next attempt
     on this account already sees the counters cleared.
     """
-    now = utcnow()
     async with database.session() as session:
         await lockout_repo.clear_account(session, user_id)
         await lockout_repo.clear_address(session, user_id, client_address)
@@ -168,12 +165,13 @@ async def record_success(
         )
 
 
-async def unlock_user(session: AsyncSession, user: User, *, actor: Actor = SYSTEM) -> bool:
+async def unlock_user(
+    session: AsyncSession, user: User, *, now: datetime, actor: Actor = SYSTEM
+) -> bool:
     """Lift every lock on the user, account-wide and per address, and forget the failures.
 
     True when a lock was in force. The admin API and `idp users unlock` call this.
     """
-    now = utcnow()
     locked_addresses = await lockout_repo.count_address_locks(session, user.id, now)
     account_locked = user.locked_until is not None and user.locked_until > now
     await lockout_repo.clear_account(session, user.id)

@@ -38,7 +38,7 @@ async def password_grant(
     """
     granted_scope = normalize_scope(scope)
     user = await auth.authenticate(
-        database, session, settings, username, password, client_address=client_address
+        database, session, settings, username, password, client_address=client_address, now=now
     )
     issued = await refresh_tokens.start_family(
         session, settings, user_id=user.id, client_id=client_id, scope=granted_scope, now=now
