@@ -272,28 +272,25 @@ def users_list() -> None:
     run_in_session(work)
 
 
+def set_active(username: str, active: bool) -> None:
+    async def work(session: AsyncSession, _settings: Settings) -> None:
+        user = await users_service.get_by_username(session, username)
+        await users_service.set_active(session, user, active)
+        typer.echo(f"{'enabled' if active else 'disabled'} {user.username}")
+
+    run_in_session(work)
+
+
 @users_app.command("disable")
 def users_disable(username: str) -> None:
     """Disable a user: no more logins, refresh tokens end."""
-
-    async def work(session: AsyncSession, settings: Settings) -> None:
-        user = await users_service.get_by_username(session, username)
-        await users_service.set_active(session, user, False)
-        typer.echo(f"disabled {user.username}")
-
-    run_in_session(work)
+    set_active(username, False)
 
 
 @users_app.command("enable")
 def users_enable(username: str) -> None:
     """Enable a disabled user."""
-
-    async def work(session: AsyncSession, settings: Settings) -> None:
-        user = await users_service.get_by_username(session, username)
-        await users_service.set_active(session, user, True)
-        typer.echo(f"enabled {user.username}")
-
-    run_in_session(work)
+    set_active(username, True)
 
 
 @users_app.command("unlock")

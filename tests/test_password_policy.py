@@ -22,7 +22,7 @@ from tests.live import run_idp
 
 
 async def check(settings: Settings, password: str, **user: str) -> None:
-    await users_service.check_new_password(password, settings, **user)
+    users_service.check_new_password(password, settings, **user)
 
 
 @pytest.mark.parametrize(
@@ -120,9 +120,9 @@ async def test_refused_at_creation_reset_and_change(
         await users_service.set_password(session, settings, user, "Carolina.H@Example.com")
     # A change (`/me/password`) passes the user, so the same rules see its name.
     with pytest.raises(ValidationFailedError, match="username"):
-        await users_service.check_new_password("CAROLINA.H", settings, user=user)
+        users_service.check_new_password("CAROLINA.H", settings, user=user)
     with pytest.raises(ValidationFailedError, match="72 bytes"):
-        await users_service.check_new_password("ü" * 40, settings, user=user)
+        users_service.check_new_password("ü" * 40, settings, user=user)
     await users_service.set_password(session, settings, user, "a fresh long passphrase")
     assert await passwords.verify_password("a fresh long passphrase", user.password_hash or "")
 

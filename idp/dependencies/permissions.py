@@ -46,6 +46,7 @@ UsersWrite = Annotated[Actor, require_permission("users:write")]
 RolesRead = Annotated[Actor, require_permission("roles:read")]
 RolesWrite = Annotated[Actor, require_permission("roles:write")]
 AuditRead = Annotated[Actor, require_permission("audit:read")]
+TokensIntrospect = Annotated[Actor, require_permission("tokens:introspect")]
 
 
 def _declared(dependant: Dependant) -> set[str]:

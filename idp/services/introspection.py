@@ -13,28 +13,18 @@ from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from idp.configuration.exceptions import InvalidTokenError, PermissionDeniedError
+from idp.configuration.exceptions import InvalidTokenError
 from idp.configuration.settings import Settings
-from idp.models import User
-from idp.repository import roles as roles_repo
 from idp.schemas.oauth import IntrospectionResponse
 from idp.services import auth, refresh_tokens
 from idp.services.keys import KeySet
 from idp.services.tokens import verify_own_access_token
 
-INTROSPECT_PERMISSION: Final = "tokens:introspect"
 INACTIVE: Final = IntrospectionResponse(active=False)
 
 
 def _is_jws(token: str) -> bool:
     return token.count(".") == 2
-
-
-async def ensure_may_introspect(session: AsyncSession, user: User) -> None:
-    """403 unless the user holds `tokens:introspect` now (one statement)."""
-    _roles, permissions = await roles_repo.permissions_of(session, user.id)
-    if INTROSPECT_PERMISSION not in permissions:
-        raise PermissionDeniedError(f"the {INTROSPECT_PERMISSION} permission is required")
 
 
 def _verified(

@@ -44,7 +44,7 @@ def to_out(user: User) -> UserOut:
     )
 
 
-async def check_new_password(
+def check_new_password(
     password: str,
     settings: Settings,
     *,
@@ -83,9 +83,7 @@ async def create_user(
         ensure_holds(actor, needed, "creating a user with these roles")
     password_hash = None
     if data.password is not None:
-        await check_new_password(
-            data.password, settings, username=data.username, email=str(data.email)
-        )
+        check_new_password(data.password, settings, username=data.username, email=str(data.email))
         password_hash = await passwords.hash_password(data.password, settings.bcrypt_rounds)
     user = User(
         username=data.username,
@@ -168,7 +166,7 @@ async def change_password(
 async def _store_password(
     session: AsyncSession, settings: Settings, user: User, password: str
 ) -> None:
-    await check_new_password(password, settings, user=user)
+    check_new_password(password, settings, user=user)
     user.password_hash = await passwords.hash_password(password, settings.bcrypt_rounds)
     await session.flush()
 
