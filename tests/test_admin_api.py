@@ -638,6 +638,10 @@ async def test_nobody_hands_out_more_than_they_hold(
     response = await client.post(
         f"/admin/users/{plain_id}/roles", json={"role": "readers"}, headers=granter
     )
+    assert response.status_code == 403  # a role it does not hold (tests/test_rbac.py)
+    response = await client.post(
+        f"/admin/users/{plain_id}/roles", json={"role": "granter-role"}, headers=granter
+    )
     assert response.status_code == 201
     assert (await client.get("/me", headers=root)).json()["roles"] == ["admin"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, Uuid, func
+from sqlalchemy import ForeignKey, Index, Integer, String, Uuid, func
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from idp.models.base import Base, UTCDateTime, utcnow
@@ -32,6 +32,9 @@ class Role(Base):
     permissions: Mapped[list[Permission]] = relationship(
         secondary="role_permissions", lazy="raise", order_by=Permission.code, viewonly=True
     )
+
+    # `Admin` beside `admin` would read as the admin role to a person or another service.
+    __table_args__ = (Index("uq_roles_name_lower", func.lower(name), unique=True),)
 
 
 class UserRole(Base):

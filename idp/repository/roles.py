@@ -16,9 +16,10 @@ from idp.repository.base import insert_or_conflict
 async def get_by_name(
     session: AsyncSession, name: str, *, with_permissions: bool = False, for_update: bool = False
 ) -> Role | None:
-    """The role named `name`; `for_update` locks its row until the transaction ends
-    (PostgreSQL; SQLite runs one writer at a time anyway)."""
-    query = select(Role).where(Role.name == name)
+    """The role named `name`, compared case-insensitively like the unique index on
+    lower(name); `for_update` locks its row until the transaction ends (PostgreSQL; SQLite
+    runs one writer at a time anyway)."""
+    query = select(Role).where(func.lower(Role.name) == name.lower())
     if with_permissions:
         # Refresh a collection already loaded earlier in this unit of work.
         query = query.options(selectinload(Role.permissions)).execution_options(
@@ -34,7 +35,7 @@ async def get_many_by_name(
 ) -> Sequence[Role]:
     if not names:
         return []
-    query = select(Role).where(Role.name.in_(names))
+    query = select(Role).where(func.lower(Role.name).in_({name.lower() for name in names}))
     if with_permissions:
         query = query.options(selectinload(Role.permissions))
     return (await session.execute(query)).scalars().all()
@@ -63,6 +64,15 @@ async def role_names_of(session: AsyncSession, user_id: uuid.UUID) -> list[str]:
         select(Role.name).join(UserRole).where(UserRole.user_id == user_id).order_by(Role.name)
     )
     return list(result.scalars().all())
+
+
+async def role_names_of_members(session: AsyncSession, role_id: int) -> set[str]:
+    """Every role name held by any user who holds role `role_id` (that role included)."""
+    members = select(UserRole.user_id).where(UserRole.role_id == role_id)
+    result = await session.execute(
+        select(Role.name).join(UserRole).where(UserRole.user_id.in_(members)).distinct()
+    )
+    return set(result.scalars().all())
 
 
 async def permissions_of(session: AsyncSession, user_id: uuid.UUID) -> tuple[list[str], set[str]]:

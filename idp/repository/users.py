@@ -81,7 +81,9 @@ def _filtered(
         query = query.where(User.is_active.is_(active))
     if role:
         query = query.where(
-            User.id.in_(select(UserRole.user_id).join(Role).where(Role.name == role))
+            User.id.in_(
+                select(UserRole.user_id).join(Role).where(func.lower(Role.name) == role.lower())
+            )
         )
     return query
 

@@ -33,7 +33,7 @@ from idp.configuration.settings import Settings
 from idp.models import User
 from idp.repository import lockout as lockout_repo
 from idp.services import audit as audit_service
-from idp.services.permissions import SYSTEM, Actor
+from idp.services.permissions import SYSTEM, Actor, ensure_may_manage
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +172,7 @@ async def unlock_user(
 
     True when a lock was in force. The admin API and `idp users unlock` call this.
     """
+    await ensure_may_manage(session, actor, user)  # unlocking helps whoever guesses
     locked_addresses = await lockout_repo.count_address_locks(session, user.id, now)
     account_locked = user.locked_until is not None and user.locked_until > now
     await lockout_repo.clear_account(session, user.id)

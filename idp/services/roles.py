@@ -2,7 +2,9 @@
 
 The CLI and the admin API both call these. Every change is audited in the same transaction.
 The `admin` role anchors the catalogue: it holds every permission, it cannot be renamed or
-deleted, and it cannot lose its last active member.
+deleted, and it cannot lose its last active member. Who may change what follows the one rule
+of `idp.services.permissions`: an actor hands out, changes or takes away only what it holds.
+Role names are unique and looked up case-insensitively (`Admin` is `admin`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ from idp.repository import roles as roles_repo
 from idp.repository.base import update_or_conflict
 from idp.schemas.roles import RoleCreate, RoleOut, RoleUpdate
 from idp.services import audit
-from idp.services.permissions import SYSTEM, Actor, ensure_holds, ensure_may_manage
+from idp.services.permissions import (
+    SYSTEM,
+    Actor,
+    ensure_holds,
+    ensure_holds_roles,
+    ensure_may_manage,
+    ensure_may_manage_members,
+    ensure_unrestricted,
+)
 
 
 def to_out(role: Role) -> RoleOut:
@@ -79,11 +89,17 @@ async def list_permissions(session: AsyncSession) -> Sequence[Permission]:
 async def update_role(
     session: AsyncSession, role: Role, data: RoleUpdate, *, actor: Actor = SYSTEM
 ) -> Role:
-    """Rename or describe a role; 409 when the new name is taken or the role is `admin`."""
+    """Rename or describe a role; 409 when the new name is taken or the role is `admin`.
+
+    Describing needs holding the role; renaming gives every holder a name nobody holds yet,
+    so only unrestricted actors rename.
+    """
+    ensure_holds_roles(actor, [role.name], f"changing role {role.name!r}")
     changes: dict[str, object] = {}
     if data.name is not None and data.name != role.name:
         if role.name == ADMIN_ROLE:
             raise ConflictError("the admin role cannot be renamed")
+        ensure_unrestricted(actor, "renaming a role")
         changes["name"] = data.name
     if data.description is not None and data.description != role.description:
         changes["description"] = data.description
@@ -107,6 +123,7 @@ async def delete_role(
 ) -> None:
     """Delete a role; 409 while users hold it unless `force`, and always for `admin`.
 
+    Deleting needs holding the role; forcing also needs managing every user who holds it.
     The role's row is locked first: a concurrent grant of this role waits on its foreign key
     check, so no user can gain the role between the count and the deletion.
     """
@@ -115,11 +132,14 @@ async def delete_role(
         raise NotFoundError(f"role {name!r} not found")
     if role.name == ADMIN_ROLE:
         raise ConflictError("the admin role cannot be deleted")
+    ensure_holds_roles(actor, [role.name], f"deleting role {role.name!r}")
     members = await roles_repo.count_members(session, role.id)
     if members and not force:
         raise ConflictError(
             f"role {name!r} is held by {members} user(s); delete with force=true to revoke it"
         )
+    if members:
+        await ensure_may_manage_members(session, actor, role.id)
     await roles_repo.delete_role(session, role.id)
     await audit.record(
         session,
@@ -134,10 +154,11 @@ async def delete_role(
 async def grant_role(
     session: AsyncSession, user: User, role_name: str, *, actor: Actor = SYSTEM
 ) -> bool:
-    """Give `role_name` to `user`; False when the user already held it."""
+    """Give `role_name` to `user`; False when the user already held it. The actor must hold
+    the role (and so every permission it carries) and every role `user` holds."""
     role = await get_role(session, role_name)
+    ensure_holds_roles(actor, [role.name], f"granting role {role.name!r}")
     await ensure_may_manage(session, actor, user)
-    ensure_holds(actor, [p.code for p in role.permissions], f"granting role {role.name!r}")
     changed = await roles_repo.link(session, user.id, role.id)
     if changed:
         await audit.record(
@@ -154,8 +175,10 @@ async def grant_role(
 async def revoke_role(
     session: AsyncSession, user: User, role_name: str, *, actor: Actor = SYSTEM
 ) -> bool:
-    """Take `role_name` from `user`, refusing to remove the last active admin (409)."""
+    """Take `role_name` from `user`, refusing to remove the last active admin (409). The actor
+    must hold the role and every role `user` holds."""
     role = await get_role(session, role_name)
+    ensure_holds_roles(actor, [role.name], f"revoking role {role.name!r}")
     await ensure_may_manage(session, actor, user)
     if not await roles_repo.has_link(session, user.id, role.id):
         raise NotFoundError(f"user {user.username!r} does not have role {role_name!r}")
@@ -193,9 +216,11 @@ async def guard_last_admin(session: AsyncSession, user: User) -> None:
 async def grant_permission(
     session: AsyncSession, role: Role, code: str, *, actor: Actor = SYSTEM
 ) -> bool:
-    """Give catalogue permission `code` to `role`; False when the role already held it."""
+    """Give catalogue permission `code` to `role`; False when the role already held it.
+    The actor must hold both the permission and the role."""
     permission = await get_permission(session, code)
     ensure_holds(actor, [code], f"granting {code!r}")
+    ensure_holds_roles(actor, [role.name], f"changing role {role.name!r}")
     changed = await roles_repo.grant_permission(session, role.id, permission.id)
     if changed:
         await audit.record(
@@ -212,8 +237,11 @@ async def grant_permission(
 async def revoke_permission(
     session: AsyncSession, role: Role, code: str, *, actor: Actor = SYSTEM
 ) -> None:
-    """Take `code` from `role`; 404 when it does not hold it, 409 for `admin` (holds them all)."""
+    """Take `code` from `role`; 404 when it does not hold it, 409 for `admin` (holds them all).
+    The actor must hold both the permission and the role."""
     permission = await get_permission(session, code)
+    ensure_holds(actor, [code], f"revoking {code!r}")
+    ensure_holds_roles(actor, [role.name], f"changing role {role.name!r}")
     if role.name == ADMIN_ROLE:
         raise ConflictError("the admin role always holds the whole permission catalogue")
     if not await roles_repo.revoke_permission(session, role.id, permission.id):

@@ -26,7 +26,13 @@ from idp.repository import users as users_repo
 from idp.repository.base import update_or_conflict
 from idp.schemas.users import Profile, UserCreate, UserOut, UserUpdate
 from idp.services import audit, auth, passwords, refresh_tokens
-from idp.services.permissions import SYSTEM, Actor, ensure_holds, ensure_may_manage
+from idp.services.permissions import (
+    SYSTEM,
+    Actor,
+    ensure_holds,
+    ensure_holds_roles,
+    ensure_may_manage,
+)
 from idp.services.roles import guard_last_admin
 
 
@@ -71,16 +77,17 @@ async def create_user(
 ) -> User:
     """Create a user, optionally with a password and roles; 409 on a duplicate name or email.
 
-    Creating a user with roles is granting them: it needs `roles:write` and every permission
-    the roles carry, like a grant through `/admin/users/{id}/roles`.
+    Creating a user with roles is granting them: it needs `roles:write` and holding every
+    one of the roles, like a grant through `/admin/users/{id}/roles`.
     """
-    roles = await roles_repo.get_many_by_name(session, data.roles, with_permissions=True)
-    missing = sorted(set(data.roles) - {role.name for role in roles})
+    roles = await roles_repo.get_many_by_name(session, data.roles)
+    found = {role.name.lower() for role in roles}
+    missing = sorted(name for name in set(data.roles) if name.lower() not in found)
     if missing:
         raise NotFoundError(f"unknown role: {', '.join(missing)}")
     if roles:
-        needed = {"roles:write"} | {p.code for role in roles for p in role.permissions}
-        ensure_holds(actor, needed, "creating a user with these roles")
+        ensure_holds(actor, ["roles:write"], "creating a user with roles")
+        ensure_holds_roles(actor, [role.name for role in roles], "creating a user with roles")
     password_hash = None
     if data.password is not None:
         check_new_password(data.password, settings, username=data.username, email=str(data.email))
@@ -128,7 +135,13 @@ async def get_by_username(session: AsyncSession, username: str) -> User:
 async def set_password(
     session: AsyncSession, settings: Settings, user: User, password: str, *, actor: Actor = SYSTEM
 ) -> None:
-    """Set (or reset) `user`'s password under the password policy: all their sessions end."""
+    """Set (or reset) `user`'s password under the password policy: all their sessions end.
+
+    Through the API nobody resets their own password this way: a stolen token must not
+    replace the password without the current one (`POST /me/password` asks for it).
+    """
+    if actor.user_id is not None and actor.user_id == user.id:
+        raise PermissionDeniedError("change your own password with POST /me/password")
     await ensure_may_manage(session, actor, user)
     await _store_password(session, settings, user, password)
     await refresh_tokens.end_sessions(session, user.id)
