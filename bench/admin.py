@@ -19,8 +19,16 @@ from tests.live import LiveServer
 
 
 async def admin_headers(client: httpx.AsyncClient) -> dict[str, str]:
+    """A token for the admin API: its audience is the issuer + `/admin` (IDP_ADMIN_AUDIENCE)."""
+    issuer = (await client.get("/.well-known/oauth-authorization-server")).json()["issuer"]
     response = await client.post(
-        "/token", data={"grant_type": "password", "username": "bench", "password": PASSWORD}
+        "/token",
+        data={
+            "grant_type": "password",
+            "username": "bench",
+            "password": PASSWORD,
+            "resource": f"{issuer}/admin",
+        },
     )
     response.raise_for_status()
     return {"Authorization": f"Bearer {response.json()['access_token']}"}

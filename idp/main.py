@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import FastAPI
 
@@ -94,4 +96,22 @@ def create_app(
     # The last added runs first: the request id and access log cover the 413 answers too.
     app.add_middleware(BodySizeLimitMiddleware, max_body_size=settings.max_body_size)
     app.add_middleware(RequestContextMiddleware)
+    _docs_log_in_for_the_admin_api(app, settings)
     return app
+
+
+def _docs_log_in_for_the_admin_api(app: FastAPI, settings: Settings) -> None:
+    """Swagger UI's password flow cannot send extra form fields, so the token URL it is given
+    carries `resource=<admin audience>` in its query (RFC 6749 section 3.2 allows a query
+    component): the Authorize button then yields tokens the /admin routes accept."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        schema = build()  # cached by FastAPI: the edit below is made once
+        token_url = "token?" + urlencode({"resource": settings.admin_token_audience})
+        for scheme in schema.get("components", {}).get("securitySchemes", {}).values():
+            if "password" in scheme.get("flows", {}):
+                scheme["flows"]["password"]["tokenUrl"] = token_url
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

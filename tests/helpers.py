@@ -52,6 +52,16 @@ async def login(
     )
 
 
+async def admin_login(
+    client: AsyncClient, username: str = "alice", password: str = PASSWORD, **extra: str
+) -> Response:
+    """A login whose tokens idp's own /admin API accepts: RFC 8707 `resource` = the admin
+    audience (the issuer, from the server's metadata, + `/admin` by default)."""
+    metadata = await client.get("/.well-known/oauth-authorization-server")
+    resource = f"{metadata.json()['issuer']}/admin"
+    return await login(client, username, password, resource=resource, **extra)
+
+
 async def refresh(client: AsyncClient, refresh_token: str, **extra: str) -> Response:
     return await client.post(
         "/token", data={"grant_type": "refresh_token", "refresh_token": refresh_token, **extra}

@@ -21,7 +21,7 @@ from idp.dependencies.permissions import PermissionRoute, route_permissions
 from idp.schemas.roles import RoleCreate
 from idp.services import roles as roles_service
 from idp.services import users as users_service
-from tests.helpers import PASSWORD, bearer, login, make_user
+from tests.helpers import PASSWORD, admin_login, bearer, login, make_user
 
 Headers = dict[str, str]
 
@@ -76,7 +76,7 @@ async def _token_with(
     role = f"{username}-role"
     await roles_service.create_role(session, RoleCreate(name=role, permissions=permissions))
     await make_user(session, settings, username, roles=[role])
-    response = await login(client, username)
+    response = await admin_login(client, username)
     assert response.status_code == 200, response.text
     return bearer(response.json()["access_token"])
 
@@ -85,7 +85,7 @@ async def _token_with(
 async def root(client: AsyncClient, session: AsyncSession, settings: Settings) -> Headers:
     """The one administrator: holds the `admin` role."""
     await make_user(session, settings, "root", roles=["admin"])
-    return bearer((await login(client, "root")).json()["access_token"])
+    return bearer((await admin_login(client, "root")).json()["access_token"])
 
 
 async def _user_id(client: AsyncClient, headers: Headers, username: str) -> str:
@@ -168,7 +168,7 @@ async def test_a_disabled_admin_is_401(
     client: AsyncClient, session: AsyncSession, settings: Settings, root: Headers
 ) -> None:
     await make_user(session, settings, "second", roles=["admin"])
-    second = bearer((await login(client, "second")).json()["access_token"])
+    second = bearer((await admin_login(client, "second")).json()["access_token"])
     second_id = await _user_id(client, root, "second")
     response = await client.patch(
         f"/admin/users/{second_id}", json={"is_active": False}, headers=root
@@ -304,7 +304,7 @@ async def test_full_admin_scenario(client: AsyncClient, root: Headers) -> None:
     assert (await login(client, "carol", "carol's passphrase")).status_code == 200
 
     # Roles of a user: grant, list, revoke; bob's permissions follow at once.
-    bob_token = bearer((await login(client, "bob")).json()["access_token"])
+    bob_token = bearer((await admin_login(client, "bob")).json()["access_token"])
     assert (await client.get("/admin/audit", headers=bob_token)).status_code == 403
     response = await client.post(
         f"/admin/users/{bob['id']}/roles", json={"role": "auditor"}, headers=root
@@ -574,7 +574,7 @@ async def test_the_last_active_admin_cannot_be_removed(
     second_id = await _user_id(client, root, "second")
     response = await client.delete(f"/admin/users/{root_id}/roles/admin", headers=root)
     assert response.status_code == 204
-    second = bearer((await login(client, "second")).json()["access_token"])
+    second = bearer((await admin_login(client, "second")).json()["access_token"])
     response = await client.patch(
         f"/admin/users/{second_id}", json={"is_active": False}, headers=second
     )

@@ -20,7 +20,12 @@ from tests.live import LiveServer, live_server
 def _log_in(server: LiveServer, username: str, password: str = PASSWORD) -> dict[str, str]:
     response = httpx.post(
         f"{server.url}/token",
-        data={"grant_type": "password", "username": username, "password": password},
+        data={
+            "grant_type": "password",
+            "username": username,
+            "password": password,
+            "resource": f"{server.url}/admin",  # the issuer is the server's own URL here
+        },
     )
     assert response.status_code == 200, response.text
     return bearer(response.json()["access_token"])

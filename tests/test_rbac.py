@@ -15,13 +15,13 @@ from idp.configuration.exceptions import ConflictError
 from idp.configuration.settings import Settings
 from idp.schemas.roles import RoleCreate
 from idp.services import roles as roles_service
-from tests.helpers import PASSWORD, bearer, login, make_user
+from tests.helpers import PASSWORD, admin_login, bearer, login, make_user
 
 Headers = dict[str, str]
 
 
 async def _headers(client: AsyncClient, username: str) -> Headers:
-    response = await login(client, username)
+    response = await admin_login(client, username)
     assert response.status_code == 200, response.text
     return bearer(response.json()["access_token"])
 

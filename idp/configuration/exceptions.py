@@ -91,6 +91,13 @@ class InvalidScopeError(OAuthError):
     default_message = "the requested scope exceeds the scope originally granted"
 
 
+class InvalidTargetError(OAuthError):
+    """RFC 8707 section 2: a `resource` this server does not issue tokens for."""
+
+    error = "invalid_target"
+    default_message = "the requested resource is not one this server issues tokens for"
+
+
 class UnsupportedGrantTypeError(OAuthError):
     error = "unsupported_grant_type"
     default_message = "the grant type is not supported"

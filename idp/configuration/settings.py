@@ -45,6 +45,13 @@ class Settings(BaseSettings):
         default_factory=lambda: ["idp"],
         description="The `aud` of access tokens: one value, a comma list or a JSON list.",
     )
+    admin_audience: str | None = Field(
+        None,
+        min_length=1,
+        max_length=500,
+        description="The `aud` idp's own /admin API requires; tokens get it by asking "
+        "`/token` for `resource=<this value>` (RFC 8707). Unset: IDP_ISSUER + `/admin`.",
+    )
     default_client_id: str = Field(
         "idp",
         min_length=1,
@@ -188,12 +195,27 @@ class Settings(BaseSettings):
             self.lockout_account_threshold = 4 * self.lockout_threshold
         if self.lockout_account_threshold < self.lockout_threshold:
             raise ValueError("IDP_LOCKOUT_ACCOUNT_THRESHOLD must be at least IDP_LOCKOUT_THRESHOLD")
+        if self.admin_audience is None:
+            self.admin_audience = f"{self.issuer}/admin"
+        if self.admin_audience in self.audience:
+            # Every token would then be an admin token, which is what the audience prevents.
+            raise ValueError("IDP_ADMIN_AUDIENCE must not be one of IDP_AUDIENCE")
         return self
 
     @property
     def token_audience(self) -> str | list[str]:
         """`aud` as it goes into a token: a string for one audience, else the list."""
         return self.audience[0] if len(self.audience) == 1 else list(self.audience)
+
+    @property
+    def admin_token_audience(self) -> str:
+        """The admin API's audience (IDP_ADMIN_AUDIENCE, else the issuer + `/admin`)."""
+        return self.admin_audience or f"{self.issuer}/admin"
+
+    @property
+    def own_audiences(self) -> list[str]:
+        """Every audience idp issues tokens for and verifies its own tokens with."""
+        return [*self.audience, self.admin_token_audience]
 
     @property
     def key_retire_grace(self) -> int:

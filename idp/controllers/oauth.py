@@ -22,6 +22,11 @@ from idp.services import introspection, login
 router = APIRouter(tags=["oauth"])
 
 FormField = Annotated[str | None, Form()]
+# RFC 8707: repeatable; each value one of IDP_AUDIENCE, or IDP_ADMIN_AUDIENCE alone.
+ResourceField = Annotated[
+    list[str] | None,
+    Form(description="RFC 8707 resource indicator(s): the token's audience"),
+]
 
 
 @router.post(
@@ -48,14 +53,19 @@ async def token(
     scope: FormField = None,
     client_id: FormField = None,
     refresh_token: FormField = None,
+    resource: ResourceField = None,
 ) -> JSONResponse:
     """Issue tokens: the `password` grant (OAuth2 password form) and the `refresh_token` grant.
 
     Every refresh rotates: the presented refresh token is consumed and a new one returned.
-    Presenting a consumed one ends its whole session (reuse detection).
+    Presenting a consumed one ends its whole session (reuse detection). `resource` (RFC 8707)
+    selects the audience: one of IDP_AUDIENCE (the default), or IDP_ADMIN_AUDIENCE alone for
+    a token idp's own /admin API accepts; anything else is `invalid_target`.
     """
     if not grant_type:
         raise InvalidRequestError("grant_type is required")
+    # The docs page's token URL carries `resource` in its query (see idp.main).
+    resource = resource or request.query_params.getlist("resource") or None
     if grant_type == "password":
         with metrics.count_outcome(metrics.LOGINS):
             if not username or password is None or password == "":
@@ -71,6 +81,7 @@ async def token(
                 now=clock.now(),
                 database=database,
                 client_address=client_address,
+                resources=resource,
             )
     elif grant_type == "refresh_token":
         with metrics.count_outcome(metrics.REFRESHES):
@@ -84,6 +95,7 @@ async def token(
                 client_id=client_id or None,
                 scope=scope,
                 now=clock.now(),
+                resources=resource,
             )
     else:
         raise UnsupportedGrantTypeError(f"grant_type {grant_type[:40]!r} is not supported")

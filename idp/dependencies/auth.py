@@ -9,13 +9,13 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 from fastapi.security import OAuth2PasswordBearer
 
-from idp.configuration.exceptions import AuthenticationError
+from idp.configuration.exceptions import AuthenticationError, InvalidTokenError
 from idp.dependencies.clock import ClockDep
 from idp.dependencies.database import SessionDep, SettingsDep
 from idp.models import User
 from idp.services import auth
 from idp.services.keys import KeyRing, KeySet
-from idp.services.tokens import verify_own_access_token
+from idp.services.tokens import has_audience, verify_own_access_token
 
 # Declares the password flow in OpenAPI, so Swagger UI's Authorize button logs in at /token.
 oauth2_scheme = OAuth2PasswordBearer(tokenUrl="token", auto_error=False)
@@ -41,6 +41,16 @@ async def get_token_claims(
 
 
 TokenClaims = Annotated[dict[str, Any], Depends(get_token_claims)]
+
+
+async def require_admin_audience(claims: TokenClaims, settings: SettingsDep) -> None:
+    """401 unless the token was issued for idp's own admin API (`aud` holds the admin
+    audience): a token a service received for itself cannot be replayed at /admin."""
+    if not has_audience(claims, settings.admin_token_audience):
+        raise InvalidTokenError(
+            "this token is not for the admin API: request it from /token with "
+            f"resource={settings.admin_token_audience}"
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,7 +13,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from idp.configuration.constants import PERMISSIONS
-from idp.dependencies.auth import CallerDep
+from idp.dependencies.auth import CallerDep, require_admin_audience
 from idp.dependencies.database import SessionDep
 from idp.services import permissions as permissions_service
 from idp.services.permissions import Actor
@@ -64,13 +64,19 @@ def route_permissions(route: APIRoute) -> set[str]:
 
 
 class PermissionRoute(APIRoute):
-    """A route that must declare exactly one permission; OpenAPI shows which.
+    """An admin route: it must declare exactly one permission (OpenAPI shows which), and it
+    accepts only tokens issued for the admin audience (IDP_ADMIN_AUDIENCE).
 
     Building such a route without a permission fails at import time, so an admin endpoint
-    cannot be left open by forgetting its guard.
+    cannot be left open by forgetting its guard; the audience check is added here for the
+    same reason, ahead of the permission check.
     """
 
     def __init__(self, path: str, endpoint: Any, **kwargs: Any) -> None:
+        kwargs["dependencies"] = [
+            Depends(require_admin_audience),
+            *(kwargs.get("dependencies") or []),
+        ]
         super().__init__(path, endpoint, **kwargs)
         codes = route_permissions(self)
         if len(codes) != 1:
@@ -83,6 +89,9 @@ class PermissionRoute(APIRoute):
 
 
 ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
-    401: {"description": "No valid bearer token, or the caller is disabled"},
+    401: {
+        "description": "No valid bearer token, a token not issued for the admin audience, "
+        "or the caller is disabled"
+    },
     403: {"description": "The caller lacks the permission"},
 }

@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String, Text, Uuid, func
+from sqlalchemy import JSON, ForeignKey, String, Text, Uuid, func
 from sqlalchemy.orm import Mapped, mapped_column
 
 from idp.models.base import Base, UTCDateTime, utcnow
@@ -26,6 +26,9 @@ class RefreshFamily(Base):
     )
     client_id: Mapped[str] = mapped_column(String(200))
     scope: Mapped[str | None] = mapped_column(Text, default=None)
+    # The `aud` of the session's access tokens (RFC 8707 `resource` at login); None for
+    # sessions started before audiences were recorded: the configured IDP_AUDIENCE.
+    audience: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, server_default=func.now()
     )

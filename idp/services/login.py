@@ -15,7 +15,7 @@ from idp.repository import users as users_repo
 from idp.schemas.oauth import TokenResponse
 from idp.services import auth, refresh_tokens
 from idp.services.keys import KeySet
-from idp.services.tokens import issue_access_token, normalize_scope
+from idp.services.tokens import issue_access_token, normalize_scope, select_audience
 
 
 async def password_grant(
@@ -30,18 +30,27 @@ async def password_grant(
     now: datetime,
     database: Database,
     client_address: str,
+    resources: list[str] | None = None,
 ) -> TokenResponse:
     """RFC 6749 section 4.3: check the password, start a refresh-token family (the login
     session), and issue an access token with the user's current roles.
 
     `database` gives the lockout counters their own unit of work; `client_address` keys them.
+    `resources` (RFC 8707) choose the tokens' audience; the session keeps it.
     """
     granted_scope = normalize_scope(scope)
+    audience = select_audience(settings, resources)
     user = await auth.authenticate(
         database, session, settings, username, password, client_address=client_address, now=now
     )
     issued = await refresh_tokens.start_family(
-        session, settings, user_id=user.id, client_id=client_id, scope=granted_scope, now=now
+        session,
+        settings,
+        user_id=user.id,
+        client_id=client_id,
+        scope=granted_scope,
+        audience=audience,
+        now=now,
     )
     return await _token_response(
         session,
@@ -50,6 +59,7 @@ async def password_grant(
         user,
         client_id=client_id,
         scope=granted_scope,
+        audience=audience,
         session_id=str(issued.family.id),
         refresh_token=issued.token,
         now=now,
@@ -65,10 +75,13 @@ async def refresh_grant(
     client_id: str | None,
     scope: str | None,
     now: datetime,
+    resources: list[str] | None = None,
 ) -> TokenResponse:
     """RFC 6749 section 6 with rotation: the token is consumed and replaced; the new access
     token carries the roles the user holds now. The family keeps its scope; a narrower
-    `scope` narrows only this access token, a wider one is `invalid_scope`."""
+    `scope` narrows only this access token, a wider one is `invalid_scope`. The family keeps
+    its audience too: `resources` may only narrow it (else `invalid_target`), and a family
+    whose audience is no longer configured ends (`invalid_grant`)."""
     requested = normalize_scope(scope)
     issued = await refresh_tokens.rotate(
         session, settings, refresh_token, client_id=client_id, now=now
@@ -76,6 +89,10 @@ async def refresh_grant(
     family = issued.family
     if requested is not None and not set(requested.split()) <= set((family.scope or "").split()):
         raise InvalidScopeError()  # rolls back: the presented token stays usable
+    granted = family.audience or list(settings.audience)
+    if any(value not in settings.own_audiences for value in granted):
+        raise InvalidGrantError()
+    audience = select_audience(settings, resources, within=granted)
     found = await users_repo.get_with_role_names(session, family.user_id)
     if found is None or not found[0].is_active:
         raise InvalidGrantError()
@@ -88,6 +105,7 @@ async def refresh_grant(
         roles=roles,
         client_id=family.client_id,
         scope=requested or family.scope,
+        audience=audience,
         session_id=str(family.id),
         refresh_token=issued.token,
         now=now,
@@ -105,6 +123,7 @@ async def _token_response(
     session_id: str,
     refresh_token: str,
     now: datetime,
+    audience: list[str],
     roles: list[str] | None = None,
 ) -> TokenResponse:
     """The access token with the user's current roles (looked up unless already known)."""
@@ -120,6 +139,7 @@ async def _token_response(
         client_id=client_id,
         scope=scope,
         session_id=session_id,
+        audience=audience,
         now=int(now.timestamp()),
     )
     return TokenResponse(

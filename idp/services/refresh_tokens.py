@@ -92,13 +92,15 @@ async def start_family(
     client_id: str,
     scope: str | None,
     now: datetime,
+    audience: list[str] | None = None,
 ) -> IssuedRefreshToken:
-    """A new login session and its first refresh token."""
+    """A new login session and its first refresh token; `audience` stays the session's."""
     expires_at = now + timedelta(seconds=settings.refresh_token_ttl)
     family = RefreshFamily(
         user_id=user_id,
         client_id=client_id,
         scope=scope,
+        audience=audience,
         created_at=now,
         expires_at=expires_at,
         idle_expires_at=min(now + timedelta(seconds=settings.refresh_token_idle_ttl), expires_at),

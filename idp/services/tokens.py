@@ -21,7 +21,11 @@ from joserfc import jws
 from joserfc.errors import JoseError
 from joserfc.jws import JWSRegistry
 
-from idp.configuration.exceptions import InvalidRequestError, InvalidTokenError
+from idp.configuration.exceptions import (
+    InvalidRequestError,
+    InvalidTargetError,
+    InvalidTokenError,
+)
 from idp.configuration.settings import Settings
 from idp.services.keys import ALGORITHMS, KeySet
 
@@ -50,6 +54,29 @@ def normalize_scope(scope: str | None) -> str | None:
     return " ".join(dict.fromkeys(tokens))
 
 
+def select_audience(
+    settings: Settings, resources: Sequence[str] | None, *, within: Sequence[str] | None = None
+) -> list[str]:
+    """The token's audiences for the RFC 8707 `resource` values of a token request.
+
+    None or empty: `within` (a refresh keeps its family's audiences) else the configured
+    IDP_AUDIENCE. Otherwise each value must be one of those, or idp's admin audience asked for
+    alone: a token for the admin API is never also valid at another service. Else
+    `invalid_target`.
+    """
+    default = list(within) if within is not None else list(settings.audience)
+    if not resources:
+        return default
+    wanted = list(dict.fromkeys(resources))
+    admin = settings.admin_token_audience
+    allowed = default if within is not None else [*settings.audience, admin]
+    if any(value not in allowed for value in wanted):
+        raise InvalidTargetError()
+    if admin in wanted and len(wanted) > 1:
+        raise InvalidTargetError("the admin audience must be requested alone")
+    return wanted
+
+
 def issue_access_token(
     keyset: KeySet,
     settings: Settings,
@@ -61,6 +88,7 @@ def issue_access_token(
     client_id: str,
     scope: str | None,
     session_id: str | None = None,
+    audience: Sequence[str] | None = None,
     now: int | None = None,
 ) -> IssuedToken:
     """Sign an access token carrying every claim of the contract.
@@ -73,7 +101,7 @@ def issue_access_token(
     claims: dict[str, Any] = {
         "iss": settings.issuer,
         "sub": subject,
-        "aud": settings.token_audience,
+        "aud": _aud_claim(audience) if audience else settings.token_audience,
         "exp": issued_at + settings.access_token_ttl,
         "iat": issued_at,
         "nbf": issued_at,
@@ -93,6 +121,11 @@ def issue_access_token(
         jti=jti,
         kid=keyset.active_kid,
     )
+
+
+def _aud_claim(audience: Sequence[str]) -> str | list[str]:
+    """`aud` as it goes into a token: a string for one audience, else the list."""
+    return audience[0] if len(audience) == 1 else list(audience)
 
 
 def _b64decode(segment: str) -> bytes:
@@ -175,6 +208,12 @@ def check_claims(
         raise InvalidTokenError("token has no subject")
 
 
+def has_audience(claims: Mapping[str, Any], audience: str) -> bool:
+    """Whether verified `claims` name `audience` in `aud` (a string or a list)."""
+    aud = claims.get("aud")
+    return aud == audience or (isinstance(aud, list) and audience in aud)
+
+
 def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -182,12 +221,13 @@ def _is_number(value: object) -> TypeGuard[int | float]:
 def verify_own_access_token(
     keyset: KeySet, settings: Settings, token: str, *, now: float | None = None
 ) -> dict[str, Any]:
-    """`verify_access_token` with this server's issuer, audiences and leeway."""
+    """`verify_access_token` with this server's issuer, audiences (the admin one included)
+    and leeway. The admin API additionally requires the admin audience."""
     return verify_access_token(
         keyset,
         token,
         issuer=settings.issuer,
-        audiences=settings.audience,
+        audiences=settings.own_audiences,
         leeway=settings.clock_leeway,
         now=now,
     )
