@@ -7,14 +7,21 @@ holds itself; a role counts as held only by holding it, whatever idp permissions
 
 from __future__ import annotations
 
+import asyncio
+from pathlib import Path
+
 import pytest
 from httpx import AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from idp.configuration.exceptions import ConflictError
+from idp.configuration.database import Database
+from idp.configuration.exceptions import ConflictError, PermissionDeniedError
 from idp.configuration.settings import Settings
 from idp.schemas.roles import RoleCreate
 from idp.services import roles as roles_service
+from idp.services import users as users_service
+from idp.services.permissions import Actor, ensure_may_manage
+from tests.conftest import make_settings
 from tests.helpers import PASSWORD, admin_login, bearer, login, make_user
 
 Headers = dict[str, str]
@@ -281,3 +288,61 @@ async def test_role_names_are_unique_and_found_whatever_their_case(
     assert response.status_code == 409  # still the admin role, which cannot be deleted
     with pytest.raises(ConflictError):
         await roles_service.create_role(session, RoleCreate(name="OPS"))
+
+
+# Races: a grant cannot slip in between the check and the change ------------------------------
+
+
+async def test_a_grant_to_a_user_waits_for_a_check_on_them_in_flight(
+    e2e_database: str, keys_dir: Path
+) -> None:
+    settings = make_settings(e2e_database, keys_dir)
+    database = Database(settings)
+    try:
+        async with database.session() as session:
+            await roles_service.create_role(session, RoleCreate(name="sales"))
+            await roles_service.create_role(session, RoleCreate(name="clerks", permissions=CLERK))
+            clerk = await make_user(session, settings, "clerk", roles=["clerks"])
+            target = await make_user(session, settings, "target")
+        actor = Actor(
+            user_id=clerk.id,
+            username="clerk",
+            permissions=frozenset(CLERK),
+            roles=frozenset({"clerks"}),
+        )
+
+        async def grant_sales() -> None:
+            async with database.session() as other:
+                user = await users_service.get_user(other, target.id)
+                await roles_service.grant_role(other, user, "sales")
+
+        async with database.session() as session:
+            user = await users_service.get_user(session, target.id)
+            await ensure_may_manage(session, actor, user)  # a plain user: allowed
+            grant = asyncio.create_task(grant_sales())
+            await asyncio.sleep(0.5)
+            assert not grant.done()  # waits for the clerk's change to commit
+        await asyncio.wait_for(grant, 10)
+
+        # The other order: a grant under way is seen by the check once it commits.
+        async with database.session() as session:
+            await roles_service.revoke_role(
+                session, await users_service.get_user(session, target.id), "sales"
+            )
+        async with database.session() as granting:
+            await roles_service.grant_role(
+                granting, await users_service.get_user(granting, target.id), "sales"
+            )
+
+            async def check() -> None:
+                async with database.session() as session:
+                    user = await users_service.get_user(session, target.id)
+                    await ensure_may_manage(session, actor, user)
+
+            checking = asyncio.create_task(check())
+            await asyncio.sleep(0.5)
+            assert not checking.done()
+        with pytest.raises(PermissionDeniedError):
+            await asyncio.wait_for(checking, 10)
+    finally:
+        await database.dispose()

@@ -195,9 +195,7 @@ class Settings(BaseSettings):
             self.lockout_account_threshold = 4 * self.lockout_threshold
         if self.lockout_account_threshold < self.lockout_threshold:
             raise ValueError("IDP_LOCKOUT_ACCOUNT_THRESHOLD must be at least IDP_LOCKOUT_THRESHOLD")
-        if self.admin_audience is None:
-            self.admin_audience = f"{self.issuer}/admin"
-        if self.admin_audience in self.audience:
+        if self.admin_token_audience in self.audience:
             # Every token would then be an admin token, which is what the audience prevents.
             raise ValueError("IDP_ADMIN_AUDIENCE must not be one of IDP_AUDIENCE")
         return self

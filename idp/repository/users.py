@@ -28,6 +28,11 @@ async def get_with_roles(session: AsyncSession, user_id: uuid.UUID) -> User | No
     return result.scalar_one_or_none()
 
 
+async def lock(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Lock the user's row until the transaction ends (PostgreSQL; SQLite has one writer)."""
+    await session.execute(select(User.id).where(User.id == user_id).with_for_update())
+
+
 async def get_with_role_names(
     session: AsyncSession, user_id: uuid.UUID
 ) -> tuple[User, list[str]] | None:

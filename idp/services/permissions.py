@@ -31,6 +31,7 @@ from idp.configuration.constants import ADMIN_ROLE
 from idp.configuration.exceptions import PermissionDeniedError
 from idp.models import User
 from idp.repository import roles as roles_repo
+from idp.repository import users as users_repo
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +100,15 @@ def ensure_unrestricted(actor: Actor, what: str) -> None:
 
 async def ensure_may_manage(session: AsyncSession, actor: Actor, user: User) -> None:
     """403 unless `actor` holds every role `user` holds: no taking over an account whose
-    roles matter here or in another service."""
+    roles matter here or in another service.
+
+    The user's row is locked first (PostgreSQL): a concurrent grant to them waits on its
+    foreign-key check until this change commits, and a grant already under way is seen once
+    it commits, so no role slips in between the check and the change.
+    """
     if actor.unrestricted:
         return
+    await users_repo.lock(session, user.id)
     roles = await roles_repo.role_names_of(session, user.id)
     ensure_holds_roles(actor, roles, f"managing user {user.username!r}")
 
