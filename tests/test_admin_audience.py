@@ -45,6 +45,9 @@ async def test_a_service_token_is_refused_by_the_admin_api(client: AsyncClient) 
     # /me is idp's own too: it takes both.
     assert (await client.get("/me", headers=bearer(service))).status_code == 200
 
+    empty = (await login(client, "root", resource="")).json()["access_token"]
+    assert _claims(empty)["aud"] == AUDIENCE  # a parameter without a value is omitted
+
     admin = (await login(client, "root", resource=ADMIN)).json()["access_token"]
     assert _claims(admin)["aud"] == ADMIN
     assert (await client.get("/admin/users", headers=bearer(admin))).status_code == 200

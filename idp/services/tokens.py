@@ -65,9 +65,10 @@ def select_audience(
     `invalid_target`.
     """
     default = list(within) if within is not None else list(settings.audience)
-    if not resources:
+    # RFC 6749 section 3.2: a parameter sent without a value is treated as omitted.
+    wanted = list(dict.fromkeys(value for value in resources or () if value))
+    if not wanted:
         return default
-    wanted = list(dict.fromkeys(resources))
     admin = settings.admin_token_audience
     allowed = default if within is not None else [*settings.audience, admin]
     if any(value not in allowed for value in wanted):
