@@ -13,11 +13,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-from alembic import command
-from alembic.config import Config
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,6 +32,9 @@ from idp.services import refresh_tokens
 from idp.services import roles as roles_service
 from idp.services import users as users_service
 from idp.services.keys import KeyRecord, KeyStore, keystore_for
+
+if TYPE_CHECKING:  # Alembic is imported by the `db` commands only: start-up stays fast.
+    from alembic.config import Config
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -197,6 +198,8 @@ def shared_metrics_dir(workers: int) -> Iterator[None]:
 
 
 def alembic_config() -> Config:
+    from alembic.config import Config
+
     config = Config(str(ROOT / "alembic.ini"))
     config.set_main_option("script_location", str(ROOT / "migrations"))
     config.attributes["database_url"] = load_settings().database_url
@@ -215,18 +218,24 @@ def run_alembic(action: Callable[[], None]) -> None:
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Migrate the database up to REVISION (default: head)."""
+    from alembic import command
+
     run_alembic(lambda: command.upgrade(alembic_config(), revision))
 
 
 @db_app.command("downgrade")
 def db_downgrade(revision: str) -> None:
     """Migrate the database down to REVISION (`base` removes everything)."""
+    from alembic import command
+
     run_alembic(lambda: command.downgrade(alembic_config(), revision))
 
 
 @db_app.command("current")
 def db_current() -> None:
     """Show the database's current revision."""
+    from alembic import command
+
     run_alembic(lambda: command.current(alembic_config(), verbose=False))
 
 
