@@ -1,14 +1,17 @@
-"""Real server processes for end-to-end tests: `idp serve` under uvicorn on a free port."""
+"""Real server processes for end-to-end tests: `idp serve` under uvicorn on a free port, and
+the `idp` command run in this process (`invoke_idp`) or as a real one (`run_idp`)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -76,6 +79,46 @@ def run_idp(
     )
 
 
+# Loggers that `idp db ...` reconfigures from alembic.ini (migrations/env.py, fileConfig).
+_CLI_LOGGERS = ("", "alembic", "sqlalchemy")
+
+
+def invoke_idp(
+    *args: str, env: Mapping[str, str], stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """Run `idp args` inside this process with typer's CliRunner, as `run_idp` would run it.
+
+    In a thread of its own: commands call asyncio.run, which refuses to start while a test's
+    event loop runs in this thread. Settings are read afresh from `env` (get_settings is cached
+    per process) and the logging that Alembic configures is put back afterwards. An unexpected
+    exception shows as a traceback on stderr, as it would from the real command.
+    """
+    from typer.testing import CliRunner
+
+    from idp.cli import app
+    from idp.configuration.settings import get_settings
+
+    def call() -> subprocess.CompletedProcess[str]:
+        loggers = [logging.getLogger(name) for name in _CLI_LOGGERS]
+        saved = [(lg.level, list(lg.handlers), lg.propagate, lg.disabled) for lg in loggers]
+        get_settings.cache_clear()
+        try:
+            result = CliRunner().invoke(app, list(args), input=stdin, env=dict(env))
+        finally:
+            get_settings.cache_clear()
+            for lg, (level, handlers, propagate, disabled) in zip(loggers, saved, strict=True):
+                lg.setLevel(level)
+                lg.handlers[:] = handlers
+                lg.propagate, lg.disabled = propagate, disabled
+        stderr = result.stderr
+        if result.exc_info is not None and not isinstance(result.exception, SystemExit):
+            stderr += "".join(traceback.format_exception(*result.exc_info))
+        return subprocess.CompletedProcess(["idp", *args], result.exit_code, result.stdout, stderr)
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(call).result()
+
+
 @dataclass
 class LiveServer:
     url: str
@@ -88,7 +131,8 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
     def idp(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        return run_idp(*args, env=self.env, stdin=stdin)
+        """The `idp` command on this server's database and keys, run in-process."""
+        return invoke_idp(*args, env=self.env, stdin=stdin)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.process.poll() is None:
