@@ -55,6 +55,29 @@ def execute_sync(url: str, sql: str) -> None:
         pool.submit(asyncio.run, execute(url, sql)).result()
 
 
+def create_database_if_missing(url: str) -> None:
+    """CREATE DATABASE for the database of `url`, connecting to `postgres` on its server."""
+    name = make_url(url).database
+
+    async def create() -> None:
+        target = make_url(url)
+        conn = await asyncpg.connect(
+            host=target.host,
+            port=target.port,
+            user=target.username,
+            password=target.password,
+            database="postgres",
+        )
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, create()).result()
+
+
 def database_named(url: str, name: str) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
