@@ -41,6 +41,7 @@ def _assert_no_server_errors(server: LiveServer) -> None:
     assert "Traceback" not in log and "unhandled error" not in log, log
 
 
+@pytest.mark.slow
 def test_parallel_creations_of_one_username_give_one_201_and_the_rest_409(
     e2e_database: str, tmp_path: Path
 ) -> None:
@@ -83,6 +84,7 @@ def test_parallel_creations_of_one_username_give_one_201_and_the_rest_409(
         _assert_no_server_errors(server)
 
 
+@pytest.mark.slow
 def test_admins_disabling_themselves_at_once_leave_exactly_one(
     e2e_database: str, tmp_path: Path
 ) -> None:

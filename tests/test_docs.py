@@ -47,6 +47,7 @@ def test_check_fails_on_a_stale_document(tmp_path, monkeypatch: pytest.MonkeyPat
     assert stale.read_text(encoding="utf-8").endswith(f"{docs.END}\nafter\n")
 
 
+@pytest.mark.slow
 def test_module_runs_as_a_command() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "idp.configuration.docs", "--check"],

@@ -394,6 +394,7 @@ KeyStore(directory, None, jwks_max_age=300, retire_grace=60).rotate(force=True)
 """
 
 
+@pytest.mark.slow
 def test_concurrent_rotations_in_separate_processes_serialise(
     store: KeyStore, keys_dir: Path
 ) -> None:

@@ -18,7 +18,7 @@ from idp.schemas.users import UserCreate
 from idp.services import passwords
 from idp.services import users as users_service
 from tests.helpers import PASSWORD, login, make_user
-from tests.live import run_idp
+from tests.live import invoke_idp
 
 
 async def check(settings: Settings, password: str, **user: str) -> None:
@@ -133,8 +133,8 @@ def test_the_cli_prints_the_rule_in_one_line(tmp_path: Path) -> None:
         "IDP_KEYS_DIR": str(tmp_path / "keys"),
         "IDP_BCRYPT_ROUNDS": "4",
     }
-    assert run_idp("db", "upgrade", env=env).returncode == 0
-    result = run_idp(
+    assert invoke_idp("db", "upgrade", env=env).returncode == 0
+    result = invoke_idp(
         "users", "create", "dave", "--email", "dave@example.com", env=env, stdin="sunshine\n"
     )
     assert result.returncode == 1

@@ -7,9 +7,12 @@ from pathlib import Path
 
 import httpx
 import jwt
+import pytest
 
 from tests.helpers import PASSWORD
 from tests.live import LiveServer, live_server
+
+pytestmark = pytest.mark.slow  # starts `idp serve` processes
 
 # Short lifetimes so a retired key becomes prunable within the test.
 ENV = {"IDP_ACCESS_TOKEN_TTL": "20", "IDP_CLOCK_LEEWAY": "0", "IDP_JWKS_MAX_AGE": "2"}
