@@ -26,7 +26,7 @@ from idp.configuration.settings import Settings
 from idp.dependencies.client import address_key
 from idp.main import create_app
 from idp.models import LoginFailure, User
-from idp.services import auth, lockout, passwords
+from idp.services import authentication, lockout, passwords
 from idp.services.keys import KeyRing
 from idp.services.ratelimit import RateLimiter
 from tests.conftest import alembic_config, make_settings
@@ -540,7 +540,7 @@ async def test_unknown_wrong_locked_and_disabled_take_similar_time(
         .values(locked_until=Clock().now() + timedelta(hours=1))
     )
     await session.flush()
-    auth._dummy_hash(slow.bcrypt_rounds)  # warm the cache, as the first real login would
+    authentication._dummy_hash(slow.bcrypt_rounds)  # warm the cache, as the first real login would
     cases = {
         "unknown user": ("nobody", PASSWORD),
         "wrong password": ("alice", "not the password"),

@@ -119,20 +119,16 @@ class Database:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """One unit of work: commit when the block succeeds, roll back on any exception
-        (except an `IdpError` raised with `keep_changes=True`, which commits, then propagates).
+        """One unit of work: commit when the block succeeds, roll back when it raises, and
+        translate what the database says: unreachable is `ServiceUnavailableError` (503), a
+        value PostgreSQL refuses is `ValidationFailedError` (422), never a 500.
 
-        An unreachable database surfaces as `ServiceUnavailableError` (503), never as a 500.
+        Work that must outlive a failed request (lockout counters, the family a reused refresh
+        token revokes) opens a unit of work of its own rather than keeping this one's changes.
         """
         async with self.sessionmaker() as session:
             try:
-                try:
-                    yield session
-                except IdpError as refusal:
-                    if not refusal.keep_changes:
-                        raise
-                    await session.commit()
-                    raise
+                yield session
                 await session.commit()
             except BaseException as exc:
                 with suppress(Exception):  # a dead connection cannot roll back; it is discarded

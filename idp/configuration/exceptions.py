@@ -13,11 +13,8 @@ class IdpError(Exception):
     status_code: int = 500
     default_message: str = "internal error"
 
-    def __init__(self, message: str | None = None, *, keep_changes: bool = False) -> None:
+    def __init__(self, message: str | None = None) -> None:
         self.message = message or self.default_message
-        # The unit of work commits before the error response: a refusal that must leave a
-        # trace, such as the family a reused refresh token revokes.
-        self.keep_changes = keep_changes
         super().__init__(self.message)
 
 

@@ -40,6 +40,16 @@ MAX_TOKEN_LENGTH: Final = 256
 PURGE_BATCH: Final = 1000
 
 
+class ReusedRefreshTokenError(InvalidGrantError):
+    """A consumed refresh token presented again: the same `invalid_grant` for the client, and
+    its family must end."""
+
+    def __init__(self, family_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        super().__init__()
+        self.family_id = family_id
+        self.user_id = user_id
+
+
 @dataclass(frozen=True, slots=True)
 class IssuedRefreshToken:
     token: str
@@ -118,14 +128,15 @@ async def rotate(
     """Consume `token` and issue its successor in the same family.
 
     Unknown, expired, revoked, or another client's token: `InvalidGrantError`. An already
-    consumed token: the family is revoked (and that revocation committed), then the same error.
+    consumed token: `ReusedRefreshTokenError`, whose family the caller ends with
+    `end_reused_family` once this unit of work has rolled back.
     """
     if not _plausible(token):
         raise InvalidGrantError()
     token_hash = hash_token(token)
     family_id = await refresh_repo.consume(session, token_hash, now=now, client_id=client_id)
     if family_id is None:
-        await _refuse(session, token_hash, now)
+        await _refuse(session, token_hash)
     family = await refresh_repo.extend_family(
         session, family_id, idle_expires_at=now + timedelta(seconds=settings.refresh_token_idle_ttl)
     )
@@ -134,18 +145,27 @@ async def rotate(
     return IssuedRefreshToken(await _issue(session, family.id, now), family)
 
 
-async def _refuse(session: AsyncSession, token_hash: str, now: datetime) -> NoReturn:
+async def _refuse(session: AsyncSession, token_hash: str) -> NoReturn:
     found = await refresh_repo.find(session, token_hash)
     if found is None or found[0].consumed_at is None:
         raise InvalidGrantError()
     _token, family, user = found
+    raise ReusedRefreshTokenError(family.id, user.id)
+
+
+async def end_reused_family(
+    database: Database, reused: ReusedRefreshTokenError, now: datetime
+) -> None:
+    """Revoke the family of a reused token in a unit of work of its own: it must stand
+    although the request that detected the reuse fails."""
     metrics.REFRESH_REUSES.inc()
-    if await refresh_repo.revoke_family(session, family.id, now=now):
+    async with database.session() as session:
+        revoked = await refresh_repo.revoke_family(session, reused.family_id, now=now)
+    if revoked:
         logger.warning(
             "refresh token reused: its session is revoked",
-            extra={"family_id": str(family.id), "user_id": str(user.id)},
+            extra={"family_id": str(reused.family_id), "user_id": str(reused.user_id)},
         )
-    raise InvalidGrantError(keep_changes=True)
 
 
 async def revoke(session: AsyncSession, token: str, *, now: datetime) -> bool:
@@ -166,7 +186,7 @@ async def revoke_family(session: AsyncSession, family_id: uuid.UUID, *, now: dat
     return revoked
 
 
-async def end_sessions(
+async def end_login_sessions(
     session: AsyncSession,
     user_id: uuid.UUID,
     *,

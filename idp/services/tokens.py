@@ -60,12 +60,12 @@ def issue_access_token(
     roles: Sequence[str],
     client_id: str,
     scope: str | None,
-    session_id: str | None = None,
+    sid: str | None = None,
     now: int | None = None,
 ) -> IssuedToken:
     """Sign an access token carrying every claim of the contract.
 
-    `session_id` becomes the `sid` claim: the refresh-token family the token belongs to, so
+    `sid` (the claim of that name) is the refresh-token family the token belongs to, so
     the identity service can tell "this session" from the user's other ones.
     """
     issued_at = int(time.time()) if now is None else now
@@ -85,8 +85,8 @@ def issue_access_token(
     }
     if scope:
         claims["scope"] = scope
-    if session_id:
-        claims["sid"] = session_id
+    if sid:
+        claims["sid"] = sid
     return IssuedToken(
         token=keyset.sign(claims),
         expires_in=settings.access_token_ttl,

@@ -25,7 +25,7 @@ from idp.repository import roles as roles_repo
 from idp.repository import users as users_repo
 from idp.repository.base import update_or_conflict
 from idp.schemas.users import Profile, UserCreate, UserOut, UserUpdate
-from idp.services import audit, auth, passwords, refresh_tokens
+from idp.services import audit, authentication, passwords, refresh_tokens
 from idp.services.permissions import SYSTEM, Actor, ensure_holds, ensure_may_manage
 from idp.services.roles import guard_last_admin
 
@@ -128,10 +128,10 @@ async def get_by_username(session: AsyncSession, username: str) -> User:
 async def set_password(
     session: AsyncSession, settings: Settings, user: User, password: str, *, actor: Actor = SYSTEM
 ) -> None:
-    """Set (or reset) `user`'s password under the password policy: all their sessions end."""
+    """Set (or reset) `user`'s password under the password policy: all their login sessions end."""
     await ensure_may_manage(session, actor, user)
     await _store_password(session, settings, user, password)
-    await refresh_tokens.end_sessions(session, user.id)
+    await refresh_tokens.end_login_sessions(session, user.id)
     await audit.record(
         session,
         actor,
@@ -149,18 +149,18 @@ async def change_password(
     *,
     current_password: str,
     new_password: str,
-    keep_session: uuid.UUID | None,
+    keep_sid: uuid.UUID | None,
     now: datetime,
 ) -> None:
     """The user changes their own password: the current one is required (403 when wrong);
-    the user's other sessions end, `keep_session` (the caller's own) continues."""
+    the user's other login sessions end, `keep_sid` (the caller's own) continues."""
     if user.password_hash is None:
-        await auth.dummy_check(settings, current_password)
+        await authentication.dummy_check(settings, current_password)
         raise PermissionDeniedError("the current password is wrong")
     if not await passwords.verify_password(current_password, user.password_hash):
         raise PermissionDeniedError("the current password is wrong")
     await _store_password(session, settings, user, new_password)
-    await refresh_tokens.end_sessions(session, user.id, keep=keep_session, now=now)
+    await refresh_tokens.end_login_sessions(session, user.id, keep=keep_sid, now=now)
 
 
 async def _store_password(
@@ -174,7 +174,8 @@ async def _store_password(
 async def set_active(
     session: AsyncSession, user: User, active: bool, *, actor: Actor = SYSTEM
 ) -> None:
-    """Enable or disable `user`: disabling ends their sessions; not the last active admin (409)."""
+    """Enable or disable `user`: disabling ends their login sessions; never the last active
+    admin (409)."""
     await update_user(session, user, UserUpdate(is_active=active), actor=actor)
 
 
@@ -195,7 +196,7 @@ async def update_user(
     before = {"email": user.email, "is_active": user.is_active}
     await update_or_conflict(session, user, changes, "a user with this email already exists")
     if changes.get("is_active") is False:
-        await refresh_tokens.end_sessions(session, user.id)  # a disabled user's sessions end
+        await refresh_tokens.end_login_sessions(session, user.id)  # a disabled user signs out
     await audit.record(
         session,
         actor,
