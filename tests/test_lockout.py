@@ -28,6 +28,7 @@ from idp.main import create_app
 from idp.models import LoginFailure, User
 from idp.services import authentication, lockout, passwords
 from idp.services.keys import KeyRing
+from idp.services.permissions import SYSTEM
 from idp.services.ratelimit import RateLimiter
 from tests.conftest import alembic_config, make_settings
 from tests.helpers import PASSWORD, ManualClock, login, make_user
@@ -286,7 +287,7 @@ async def test_unlock_lifts_every_lock_and_is_audited(
     assert (await login(client)).status_code == 400
     user = await fresh(session, user)
     assert user.locked_until is not None
-    assert await lockout.unlock_user(session, user, now=clock.now()) is True
+    assert await lockout.unlock_user(session, user, now=clock.now(), actor=SYSTEM) is True
     assert user.locked_until is None and user.failed_login_count == 0
     assert (await session.execute(select(LoginFailure))).scalars().all() == []
     [event] = audit_records(caplog, "user.unlocked")
@@ -294,7 +295,7 @@ async def test_unlock_lifts_every_lock_and_is_audited(
     assert event.__dict__["account_locked"] is True
     assert event.__dict__["locked_addresses"] >= 1
     assert (await login(client)).status_code == 200
-    assert await lockout.unlock_user(session, user, now=clock.now()) is False
+    assert await lockout.unlock_user(session, user, now=clock.now(), actor=SYSTEM) is False
 
 
 async def test_every_refused_login_costs_exactly_one_bcrypt_check(

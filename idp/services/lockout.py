@@ -35,7 +35,7 @@ from idp.configuration.settings import Settings
 from idp.models import User
 from idp.repository import lockout as lockout_repo
 from idp.services import audit as audit_service
-from idp.services.permissions import SYSTEM, Actor
+from idp.services.permissions import Actor
 
 logger = logging.getLogger(__name__)
 
@@ -202,9 +202,7 @@ async def record_success(
         )
 
 
-async def unlock_user(
-    session: AsyncSession, user: User, *, now: datetime, actor: Actor = SYSTEM
-) -> bool:
+async def unlock_user(session: AsyncSession, user: User, *, now: datetime, actor: Actor) -> bool:
     """Lift every lock on the user, account-wide and per address, and forget the failures.
 
     True when a lock was in force. The admin API and `idp users unlock` call this.

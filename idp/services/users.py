@@ -67,7 +67,7 @@ def check_new_password(
 
 
 async def create_user(
-    session: AsyncSession, settings: Settings, data: UserCreate, *, actor: Actor = SYSTEM
+    session: AsyncSession, settings: Settings, data: UserCreate, *, actor: Actor
 ) -> User:
     """Create a user, optionally with a password and roles; 409 on a duplicate name or email.
 
@@ -126,7 +126,7 @@ async def get_by_username(session: AsyncSession, username: str) -> User:
 
 
 async def set_password(
-    session: AsyncSession, settings: Settings, user: User, password: str, *, actor: Actor = SYSTEM
+    session: AsyncSession, settings: Settings, user: User, password: str, *, actor: Actor
 ) -> None:
     """Set (or reset) `user`'s password under the password policy: all their login sessions end."""
     await ensure_may_manage(session, actor, user)
@@ -171,17 +171,13 @@ async def _store_password(
     await session.flush()
 
 
-async def set_active(
-    session: AsyncSession, user: User, active: bool, *, actor: Actor = SYSTEM
-) -> None:
+async def set_active(session: AsyncSession, user: User, active: bool, *, actor: Actor) -> None:
     """Enable or disable `user`: disabling ends their login sessions; never the last active
     admin (409)."""
     await update_user(session, user, UserUpdate(is_active=active), actor=actor)
 
 
-async def update_user(
-    session: AsyncSession, user: User, data: UserUpdate, *, actor: Actor = SYSTEM
-) -> User:
+async def update_user(session: AsyncSession, user: User, data: UserUpdate, *, actor: Actor) -> User:
     """Change email and/or active state; 409 on a taken email or on disabling the last admin."""
     changes: dict[str, object] = {}
     if data.email is not None and str(data.email) != user.email:
@@ -211,7 +207,7 @@ async def update_user(
     return user
 
 
-async def delete_user(session: AsyncSession, user: User, *, actor: Actor = SYSTEM) -> None:
+async def delete_user(session: AsyncSession, user: User, *, actor: Actor) -> None:
     """Delete `user` and their role links; deleting the last active admin is refused (409)."""
     await ensure_may_manage(session, actor, user)
     await guard_last_admin(session, user)
@@ -274,6 +270,7 @@ async def ensure_admin(
         session,
         settings,
         UserCreate(username=username, email=email, password=password, roles=[ADMIN_ROLE]),
+        actor=SYSTEM,  # the operator's environment, before any admin exists
     )
     return generated
 
