@@ -126,22 +126,23 @@ class Database:
         Work that must outlive a failed request (lockout counters, the family a reused refresh
         token revokes) opens a unit of work of its own rather than keeping this one's changes.
         """
-        async with self.sessionmaker() as session:
-            try:
-                yield session
-                await session.commit()
-            except BaseException as exc:
-                with suppress(Exception):  # a dead connection cannot roll back; it is discarded
-                    await session.rollback()
-                if isinstance(exc, IdpError):
+        try:
+            async with self.sessionmaker() as session:
+                try:
+                    yield session
+                    await session.commit()
+                except BaseException:
+                    with suppress(Exception):  # a dead connection cannot roll back
+                        await session.rollback()
                     raise
-                if is_unavailable(exc):
-                    raise ServiceUnavailableError("database unreachable") from exc
-                if is_invalid_data(exc):
-                    raise ValidationFailedError(
-                        "a value is out of range or not valid text"
-                    ) from exc
-                raise
+        except IdpError:
+            raise
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise ServiceUnavailableError("database unreachable") from exc
+            if is_invalid_data(exc):
+                raise ValidationFailedError("a value is out of range or not valid text") from exc
+            raise
 
     async def ping(self) -> bool:
         """True when the database answers a trivial query."""

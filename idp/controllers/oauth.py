@@ -8,8 +8,11 @@ from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.responses import JSONResponse
 
 from idp.configuration import metrics
-from idp.configuration.exceptions import InvalidRequestError, UnsupportedGrantTypeError
-from idp.controllers.errors import NO_STORE
+from idp.configuration.exceptions import (
+    NO_STORE,
+    InvalidRequestError,
+    UnsupportedGrantTypeError,
+)
 from idp.dependencies.authentication import KeySetDep
 from idp.dependencies.client import ClientAddressDep
 from idp.dependencies.clock import ClockDep

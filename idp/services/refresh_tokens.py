@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.configuration import metrics
 from idp.configuration.clock import Clock
-from idp.configuration.database import Database, is_unavailable
+from idp.configuration.database import Database
 from idp.configuration.exceptions import InvalidGrantError, ServiceUnavailableError
 from idp.configuration.settings import Settings
 from idp.models import RefreshFamily, RefreshToken
@@ -267,11 +267,11 @@ async def purge_periodically(database: Database, settings: Settings, clock: Cloc
             result = await purge(
                 database, now=clock.now(), retention=settings.refresh_purge_retention
             )
-        except Exception as exc:
-            if isinstance(exc, ServiceUnavailableError) or is_unavailable(exc):
-                logger.warning("refresh-token purge skipped: database unavailable")
-            else:
-                logger.exception("refresh-token purge failed")
+        except ServiceUnavailableError:
+            logger.warning("refresh-token purge skipped: database unavailable")
+            continue
+        except Exception:
+            logger.exception("refresh-token purge failed")
             continue
         if result.families:
             logger.info(
