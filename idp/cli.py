@@ -24,9 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from idp.configuration.clock import Clock
 from idp.configuration.database import Database, is_unavailable
 from idp.configuration.exceptions import IdpError
-from idp.configuration.logging import configure_logging, logging_config
 from idp.configuration.metrics import MULTIPROC_ENV
 from idp.configuration.settings import Settings, get_settings
+from idp.observability.logging import configure_logging, logging_config
 from idp.schemas.roles import RoleCreate
 from idp.schemas.users import UserCreate
 from idp.services import lockout as lockout_service
