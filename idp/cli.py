@@ -276,7 +276,7 @@ def users_list() -> None:
 def set_active(username: str, active: bool) -> None:
     async def work(session: AsyncSession, _settings: Settings) -> None:
         user = await users_service.get_by_username(session, username)
-        await users_service.set_active(session, user, active, actor=SYSTEM)
+        await users_service.set_active(session, user, active, actor=SYSTEM, now=Clock().now())
         typer.echo(f"{'enabled' if active else 'disabled'} {user.username}")
 
     run_in_session(work)
@@ -319,7 +319,9 @@ def users_set_password(username: str) -> None:
 
     async def work(session: AsyncSession, settings: Settings) -> None:
         user = await users_service.get_by_username(session, username)
-        await users_service.set_password(session, settings, user, password, actor=SYSTEM)
+        await users_service.set_password(
+            session, settings, user, password, actor=SYSTEM, now=Clock().now()
+        )
         typer.echo(f"password set for {user.username}")
 
     run_in_session(work)

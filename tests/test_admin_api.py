@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -724,7 +725,7 @@ async def test_changes_outside_the_api_are_audited_as_system(
 ) -> None:
     """The CLI calls the same services without an actor: the log still says something."""
     user = await make_user(session, settings, "cli-made")
-    await users_service.set_active(session, user, False, actor=SYSTEM)
+    await users_service.set_active(session, user, False, actor=SYSTEM, now=datetime.now(UTC))
     events = (await client.get("/admin/audit", headers=root)).json()["items"]
     mine = [e for e in events if e["target_id"] == str(user.id)]
     assert [(e["action"], e["actor_username"], e["actor_id"]) for e in mine] == [

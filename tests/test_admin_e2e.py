@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -157,10 +158,12 @@ async def test_last_admin_guard_waits_for_a_concurrent_change(
                 await make_user(session, settings, name, roles=["admin"])
         async with database.sessionmaker() as first, database.sessionmaker() as second:
             ann = await users_service.get_by_username(first, "ann")
-            await users_service.set_active(first, ann, False, actor=SYSTEM)  # not committed yet
+            await users_service.set_active(
+                first, ann, False, actor=SYSTEM, now=datetime.now(UTC)
+            )  # not committed yet
             ben = await users_service.get_by_username(second, "ben")
             waiting = asyncio.create_task(
-                users_service.set_active(second, ben, False, actor=SYSTEM)
+                users_service.set_active(second, ben, False, actor=SYSTEM, now=datetime.now(UTC))
             )
             await asyncio.sleep(0.5)
             assert not waiting.done(), "the second change did not wait for the first"

@@ -4,6 +4,7 @@ password, however odd, makes the token endpoint answer 500."""
 from __future__ import annotations
 
 import gzip
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
@@ -118,10 +119,12 @@ async def test_refused_at_creation_reset_and_change(
         )
     user = await make_user(session, settings, "carolina.h")
     with pytest.raises(ValidationFailedError, match="too common"):
-        await users_service.set_password(session, settings, user, "football", actor=SYSTEM)
+        await users_service.set_password(
+            session, settings, user, "football", actor=SYSTEM, now=datetime.now(UTC)
+        )
     with pytest.raises(ValidationFailedError, match="username"):
         await users_service.set_password(
-            session, settings, user, "Carolina.H@Example.com", actor=SYSTEM
+            session, settings, user, "Carolina.H@Example.com", actor=SYSTEM, now=datetime.now(UTC)
         )
     # A change (`/me/password`) passes the user, so the same rules see its name.
     with pytest.raises(ValidationFailedError, match="username"):
@@ -129,7 +132,7 @@ async def test_refused_at_creation_reset_and_change(
     with pytest.raises(ValidationFailedError, match="72 bytes"):
         users_service.check_new_password("ü" * 40, settings, user=user)
     await users_service.set_password(
-        session, settings, user, "a fresh long passphrase", actor=SYSTEM
+        session, settings, user, "a fresh long passphrase", actor=SYSTEM, now=datetime.now(UTC)
     )
     assert await passwords.verify_password("a fresh long passphrase", user.password_hash or "")
 

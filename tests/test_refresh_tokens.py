@@ -475,12 +475,12 @@ async def test_introspection_of_access_tokens(
     assert ended.json() == {"active": False}  # its session was revoked
 
     other = await tokens(await login(client))
-    await users_service.set_active(session, alice, False, actor=SYSTEM)
+    await users_service.set_active(session, alice, False, actor=SYSTEM, now=datetime.now(UTC))
     assert (await introspect(client, introspector, other["access_token"])).json() == {
         "active": False
     }
 
-    await users_service.set_active(session, alice, True, actor=SYSTEM)
+    await users_service.set_active(session, alice, True, actor=SYSTEM, now=datetime.now(UTC))
     expiring = await tokens(await login(client))
     clock.advance(settings.access_token_ttl + settings.clock_leeway + 1)
     caller = (await tokens(await login(client, "rs")))["access_token"]
@@ -552,15 +552,17 @@ async def test_disabling_and_admin_password_reset_end_every_session(
 ) -> None:
     first = await tokens(await login(client))
     second = await tokens(await login(client))
-    await users_service.set_active(session, alice, False, actor=SYSTEM)
+    await users_service.set_active(session, alice, False, actor=SYSTEM, now=datetime.now(UTC))
     await users_service.set_active(
-        session, alice, True, actor=SYSTEM
+        session, alice, True, actor=SYSTEM, now=datetime.now(UTC)
     )  # enabling again revives nothing
     for body in (first, second):
         assert (await refresh(client, body["refresh_token"])).status_code == 400
 
     third = await tokens(await login(client))
-    await users_service.set_password(session, settings, alice, NEW_PASSWORD, actor=SYSTEM)
+    await users_service.set_password(
+        session, settings, alice, NEW_PASSWORD, actor=SYSTEM, now=datetime.now(UTC)
+    )
     assert (await refresh(client, third["refresh_token"])).status_code == 400
     assert (await client.get("/me", headers=bearer(third["access_token"]))).status_code == 401
 

@@ -37,7 +37,7 @@ async def get_token_claims(
 ) -> dict[str, Any]:
     if not token:
         raise AuthenticationError()
-    return verify_own_access_token(keyset, settings, token, now=clock.timestamp())
+    return verify_own_access_token(keyset, settings, token, now=clock.now())
 
 
 TokenClaims = Annotated[dict[str, Any], Depends(get_token_claims)]

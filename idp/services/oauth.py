@@ -151,7 +151,7 @@ async def _token_response(
         client_id=client_id,
         scope=scope,
         sid=sid,
-        now=int(now.timestamp()),
+        now=now,
     )
     return TokenResponse(
         access_token=access.token,
@@ -172,7 +172,7 @@ def _verified(
     settings: Settings, keyset: KeySet, token: str, now: datetime
 ) -> dict[str, Any] | None:
     try:
-        return verify_own_access_token(keyset, settings, token, now=now.timestamp())
+        return verify_own_access_token(keyset, settings, token, now=now)
     except InvalidTokenError:
         return None
 

@@ -29,7 +29,6 @@ from idp.configuration.database import Database
 from idp.configuration.exceptions import InvalidGrantError, ServiceUnavailableError
 from idp.configuration.settings import Settings
 from idp.models import RefreshFamily, RefreshToken
-from idp.models.base import utcnow
 from idp.repository import refresh_tokens as refresh_repo
 
 logger = logging.getLogger(__name__)
@@ -191,12 +190,10 @@ async def end_login_sessions(
     user_id: uuid.UUID,
     *,
     keep: uuid.UUID | None = None,
-    now: datetime | None = None,
+    now: datetime,
 ) -> int:
     """End all the user's refresh-token families but `keep`; how many were ended."""
-    ended = await refresh_repo.revoke_user_families(
-        session, user_id, now=now or utcnow(), keep=keep
-    )
+    ended = await refresh_repo.revoke_user_families(session, user_id, now=now, keep=keep)
     if ended:
         logger.info("%d session(s) ended", ended, extra={"user_id": str(user_id)})
     return ended

@@ -12,9 +12,9 @@ from __future__ import annotations
 import json
 import re
 import secrets
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -58,15 +58,15 @@ def issue_access_token(
     roles: Sequence[str],
     client_id: str,
     scope: str | None,
-    sid: str | None = None,
-    now: int | None = None,
+    sid: str | None,
+    now: datetime,
 ) -> IssuedToken:
     """Sign an access token carrying every claim of the contract.
 
     `sid` (the claim of that name) is the refresh-token family the token belongs to, so
     the identity service can tell "this session" from the user's other ones.
     """
-    issued_at = int(time.time()) if now is None else now
+    issued_at = int(now.timestamp())
     jti = secrets.token_urlsafe(16)
     claims: dict[str, Any] = {
         "iss": settings.issuer,
@@ -110,7 +110,7 @@ def verify_access_token(
     issuer: str,
     audiences: Sequence[str],
     leeway: int,
-    now: float,
+    now: datetime,
 ) -> dict[str, Any]:
     """The claims of `token` if it is a valid access token signed by one of our keys, by the
     rules of the verifier library other services use (`idp_verifier`), else `InvalidTokenError`
@@ -126,7 +126,7 @@ def verify_access_token(
             issuer=issuer,
             audience=_audience_of(payload, audiences),
             leeway=leeway,
-            now=now,
+            now=now.timestamp(),
         )
     except TokenError as exc:
         raise InvalidTokenError(exc.description) from None
@@ -141,7 +141,7 @@ def _audience_of(payload: Mapping[str, Any], audiences: Sequence[str]) -> str:
 
 
 def verify_own_access_token(
-    keyset: KeySet, settings: Settings, token: str, *, now: float
+    keyset: KeySet, settings: Settings, token: str, *, now: datetime
 ) -> dict[str, Any]:
     """`verify_access_token` with this server's issuer, audiences and leeway."""
     return verify_access_token(

@@ -126,12 +126,18 @@ async def get_by_username(session: AsyncSession, username: str) -> User:
 
 
 async def set_password(
-    session: AsyncSession, settings: Settings, user: User, password: str, *, actor: Actor
+    session: AsyncSession,
+    settings: Settings,
+    user: User,
+    password: str,
+    *,
+    actor: Actor,
+    now: datetime,
 ) -> None:
     """Set (or reset) `user`'s password under the password policy: all their login sessions end."""
     await ensure_may_manage(session, actor, user)
     await _store_password(session, settings, user, password)
-    await refresh_tokens.end_login_sessions(session, user.id)
+    await refresh_tokens.end_login_sessions(session, user.id, now=now)
     await audit.record(
         session,
         actor,
@@ -171,13 +177,17 @@ async def _store_password(
     await session.flush()
 
 
-async def set_active(session: AsyncSession, user: User, active: bool, *, actor: Actor) -> None:
+async def set_active(
+    session: AsyncSession, user: User, active: bool, *, actor: Actor, now: datetime
+) -> None:
     """Enable or disable `user`: disabling ends their login sessions; never the last active
     admin (409)."""
-    await update_user(session, user, UserUpdate(is_active=active), actor=actor)
+    await update_user(session, user, UserUpdate(is_active=active), actor=actor, now=now)
 
 
-async def update_user(session: AsyncSession, user: User, data: UserUpdate, *, actor: Actor) -> User:
+async def update_user(
+    session: AsyncSession, user: User, data: UserUpdate, *, actor: Actor, now: datetime
+) -> User:
     """Change email and/or active state; 409 on a taken email or on disabling the last admin."""
     changes: dict[str, object] = {}
     if data.email is not None and str(data.email) != user.email:
@@ -192,7 +202,7 @@ async def update_user(session: AsyncSession, user: User, data: UserUpdate, *, ac
     before = {"email": user.email, "is_active": user.is_active}
     await update_or_conflict(session, user, changes, "a user with this email already exists")
     if changes.get("is_active") is False:
-        await refresh_tokens.end_login_sessions(session, user.id)  # a disabled user signs out
+        await refresh_tokens.end_login_sessions(session, user.id, now=now)  # signed out
     await audit.record(
         session,
         actor,
