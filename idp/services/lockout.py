@@ -1,4 +1,5 @@
-"""Brute-force lockout, in the manner of Keycloak's brute-force detector (README "Login defence").
+"""Brute-force lockout, in the manner of Keycloak's brute-force detector (docs/behaviour.md,
+"Login defence").
 
 Failures are counted in the database, so every replica shares them, by two counters:
 
