@@ -80,7 +80,9 @@ def _rule(settings: Settings, threshold: int, now: datetime) -> lockout_repo.Rul
     )
 
 
-class _Refused(Exception):  # noqa: N818 - internal: rolls back the counting unit of work
+class _LockedError(Exception):
+    """Raised inside the counting unit of work to roll it back: a counter is locked."""
+
     def __init__(self, attempt: Attempt) -> None:
         super().__init__("refused by a lock")
         self.attempt = attempt
@@ -100,7 +102,7 @@ async def attempt(
     reserved = await reserve_attempt(database, settings, username, client_address, now)
     try:
         yield reserved
-    except BaseException:
+    except Exception:
         await record_failure(database, reserved, client_address)
         raise
     if reserved.user_id is not None:
@@ -120,8 +122,8 @@ async def reserve_attempt(
     try:
         async with database.session() as session:
             return await _count(session, settings, username, client_address, now)
-    except _Refused as refused:
-        return refused.attempt
+    except _LockedError as locked:
+        return locked.attempt
 
 
 async def _count(
@@ -138,7 +140,7 @@ async def _count(
         is_active=account.is_active,
     )
     if account.count.attempt > settings.lockout_account_threshold:
-        raise _Refused(refused)
+        raise _LockedError(refused)
     address = await lockout_repo.count_address_attempt(
         session,
         account.user_id,
@@ -146,7 +148,7 @@ async def _count(
         _rule(settings, settings.lockout_threshold, now),
     )
     if address.attempt > settings.lockout_threshold:
-        raise _Refused(refused)  # also undoes the account count: no check happens
+        raise _LockedError(refused)  # also undoes the account count: no check happens
     locks: list[Lock] = []
     if account.count.attempt == settings.lockout_account_threshold:
         until = now + timedelta(seconds=lock_wait(settings, account.count.lockouts))
