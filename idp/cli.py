@@ -22,9 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from idp.configuration.clock import Clock
 from idp.configuration.database import Database, is_unavailable
 from idp.configuration.exceptions import IdpError
-from idp.configuration.logging import configure_logging, logging_config
 from idp.configuration.metrics import MULTIPROC_ENV
 from idp.configuration.settings import Settings, get_settings
+from idp.observability.logging import configure_logging, logging_config
 from idp.schemas.roles import RoleCreate
 from idp.schemas.users import UserCreate
 from idp.services import lockout as lockout_service
@@ -32,6 +32,7 @@ from idp.services import refresh_tokens
 from idp.services import roles as roles_service
 from idp.services import users as users_service
 from idp.services.keys import KeyRecord, KeyStore, keystore_for
+from idp.services.permissions import SYSTEM
 
 if TYPE_CHECKING:  # Alembic is imported by the `db` commands only: start-up stays fast.
     from alembic.config import Config
@@ -256,7 +257,7 @@ def users_create(
     )
 
     async def work(session: AsyncSession, settings: Settings) -> None:
-        user = await users_service.create_user(session, settings, data)
+        user = await users_service.create_user(session, settings, data, actor=SYSTEM)
         typer.echo(f"created user {user.username} ({user.id})")
 
     run_in_session(work)
@@ -284,7 +285,7 @@ def users_list() -> None:
 def set_active(username: str, active: bool) -> None:
     async def work(session: AsyncSession, _settings: Settings) -> None:
         user = await users_service.get_by_username(session, username)
-        await users_service.set_active(session, user, active)
+        await users_service.set_active(session, user, active, actor=SYSTEM, now=Clock().now())
         typer.echo(f"{'enabled' if active else 'disabled'} {user.username}")
 
     run_in_session(work)
@@ -308,7 +309,9 @@ def users_unlock(username: str) -> None:
 
     async def work(session: AsyncSession, _settings: Settings) -> None:
         user = await users_service.get_by_username(session, username)
-        was_locked = await lockout_service.unlock_user(session, user, now=Clock().now())
+        was_locked = await lockout_service.unlock_user(
+            session, user, now=Clock().now(), actor=SYSTEM
+        )
         typer.echo(
             f"unlocked {user.username}"
             if was_locked
@@ -325,7 +328,9 @@ def users_set_password(username: str) -> None:
 
     async def work(session: AsyncSession, settings: Settings) -> None:
         user = await users_service.get_by_username(session, username)
-        await users_service.set_password(session, settings, user, password)
+        await users_service.set_password(
+            session, settings, user, password, actor=SYSTEM, now=Clock().now()
+        )
         typer.echo(f"password set for {user.username}")
 
     run_in_session(work)
@@ -397,7 +402,7 @@ def roles_create(
     data = validated(RoleCreate, name=name, description=description, permissions=permission or [])
 
     async def work(session: AsyncSession, _settings: Settings) -> None:
-        role = await roles_service.create_role(session, data)
+        role = await roles_service.create_role(session, data, actor=SYSTEM)
         typer.echo(f"created role {role.name}")
 
     run_in_session(work)
@@ -421,7 +426,7 @@ def roles_grant(username: str, role: str) -> None:
 
     async def work(session: AsyncSession, _settings: Settings) -> None:
         user = await users_service.get_by_username(session, username)
-        changed = await roles_service.grant_role(session, user, role)
+        changed = await roles_service.grant_role(session, user, role, actor=SYSTEM)
         typer.echo(
             f"granted {role} to {user.username}"
             if changed
@@ -437,7 +442,7 @@ def roles_revoke(username: str, role: str) -> None:
 
     async def work(session: AsyncSession, _settings: Settings) -> None:
         user = await users_service.get_by_username(session, username)
-        await roles_service.revoke_role(session, user, role)
+        await roles_service.revoke_role(session, user, role, actor=SYSTEM)
         typer.echo(f"revoked {role} from {user.username}")
 
     run_in_session(work)

@@ -23,7 +23,8 @@ from idp.controllers import (
     wellknown,
 )
 from idp.controllers.errors import install_error_handlers
-from idp.controllers.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from idp.controllers.middleware import BodySizeLimitMiddleware
+from idp.observability.middleware import RequestContextMiddleware
 from idp.services import refresh_tokens
 from idp.services.keys import KeyRing, ensure_keystore, keystore_for
 from idp.services.ratelimit import RateLimiter

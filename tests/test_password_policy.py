@@ -4,6 +4,7 @@ password, however odd, makes the token endpoint answer 500."""
 from __future__ import annotations
 
 import gzip
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from idp.controllers.errors import error_response
 from idp.schemas.users import UserCreate
 from idp.services import passwords
 from idp.services import users as users_service
+from idp.services.permissions import SYSTEM
 from tests.helpers import PASSWORD, login, make_user
 from tests.live import invoke_idp
 
@@ -106,24 +108,32 @@ async def test_refused_at_creation_reset_and_change(
             session,
             settings,
             UserCreate(username="bob", email="bob@example.com", password="letmein1"),
+            actor=SYSTEM,
         )
     with pytest.raises(ValidationFailedError, match="username"):
         await users_service.create_user(
             session,
             settings,
             UserCreate(username="bob", email="bob@example.com", password="bob@example.com"),
+            actor=SYSTEM,
         )
     user = await make_user(session, settings, "carolina.h")
     with pytest.raises(ValidationFailedError, match="too common"):
-        await users_service.set_password(session, settings, user, "football")
+        await users_service.set_password(
+            session, settings, user, "football", actor=SYSTEM, now=datetime.now(UTC)
+        )
     with pytest.raises(ValidationFailedError, match="username"):
-        await users_service.set_password(session, settings, user, "Carolina.H@Example.com")
+        await users_service.set_password(
+            session, settings, user, "Carolina.H@Example.com", actor=SYSTEM, now=datetime.now(UTC)
+        )
     # A change (`/me/password`) passes the user, so the same rules see its name.
     with pytest.raises(ValidationFailedError, match="username"):
         users_service.check_new_password("CAROLINA.H", settings, user=user)
     with pytest.raises(ValidationFailedError, match="72 bytes"):
         users_service.check_new_password("ü" * 40, settings, user=user)
-    await users_service.set_password(session, settings, user, "a fresh long passphrase")
+    await users_service.set_password(
+        session, settings, user, "a fresh long passphrase", actor=SYSTEM, now=datetime.now(UTC)
+    )
     assert await passwords.verify_password("a fresh long passphrase", user.password_hash or "")
 
 

@@ -291,6 +291,24 @@ async def test_claim_checks_on_tokens_we_signed(
         assert (await client.get("/me", headers=bearer(token))).status_code == 401, name
 
 
+@pytest.mark.parametrize("claim", ["iat", "jti", "client_id", "sub"])
+async def test_tokens_the_verifier_refuses_are_refused_here_too(
+    client: AsyncClient, session: AsyncSession, settings: Settings, keyring: KeyRing, claim: str
+) -> None:
+    """One set of token rules: a token of ours lacking an RFC 9068 claim is as invalid for
+    /me and introspection as for a service using idp_verifier."""
+    admin = await make_user(session, settings, "root", roles=["admin"])
+    caller = (await login(client, "root")).json()["access_token"]
+    token = keyring.current.sign(
+        {k: v for k, v in _valid_claims(str(admin.id)).items() if k != claim}
+    )
+    response = await client.get("/me", headers=bearer(token))
+    assert response.status_code == 401
+    assert "required claim" in response.headers["www-authenticate"]
+    introspected = await client.post("/introspect", data={"token": token}, headers=bearer(caller))
+    assert introspected.json() == {"active": False}
+
+
 async def test_me_without_token_is_401_bearer(client: AsyncClient) -> None:
     response = await client.get("/me")
     assert response.status_code == 401

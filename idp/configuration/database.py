@@ -119,33 +119,30 @@ class Database:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """One unit of work: commit when the block succeeds, roll back on any exception
-        (except an `IdpError` raised with `keep_changes=True`, which commits, then propagates).
+        """One unit of work: commit when the block succeeds, roll back when it raises, and
+        translate what the database says: unreachable is `ServiceUnavailableError` (503), a
+        value PostgreSQL refuses is `ValidationFailedError` (422), never a 500.
 
-        An unreachable database surfaces as `ServiceUnavailableError` (503), never as a 500.
+        Work that must outlive a failed request (lockout counters, the family a reused refresh
+        token revokes) opens a unit of work of its own rather than keeping this one's changes.
         """
-        async with self.sessionmaker() as session:
-            try:
+        try:
+            async with self.sessionmaker() as session:
                 try:
                     yield session
-                except IdpError as refusal:
-                    if not refusal.keep_changes:
-                        raise
                     await session.commit()
+                except BaseException:
+                    with suppress(Exception):  # a dead connection cannot roll back
+                        await session.rollback()
                     raise
-                await session.commit()
-            except BaseException as exc:
-                with suppress(Exception):  # a dead connection cannot roll back; it is discarded
-                    await session.rollback()
-                if isinstance(exc, IdpError):
-                    raise
-                if is_unavailable(exc):
-                    raise ServiceUnavailableError("database unreachable") from exc
-                if is_invalid_data(exc):
-                    raise ValidationFailedError(
-                        "a value is out of range or not valid text"
-                    ) from exc
-                raise
+        except IdpError:
+            raise
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise ServiceUnavailableError("database unreachable") from exc
+            if is_invalid_data(exc):
+                raise ValidationFailedError("a value is out of range or not valid text") from exc
+            raise
 
     async def ping(self) -> bool:
         """True when the database answers a trivial query."""

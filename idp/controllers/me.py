@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from idp.dependencies.auth import CallerDep
+from idp.dependencies.authentication import CallerDep
 from idp.dependencies.clock import ClockDep
 from idp.dependencies.database import SessionDep, SettingsDep
 from idp.schemas.users import PasswordChange, Profile
@@ -38,7 +38,7 @@ async def change_password(
         caller.user,
         current_password=body.current_password,
         new_password=body.new_password,
-        keep_session=caller.session_id,
+        keep_sid=caller.sid,
         now=clock.now(),
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -55,10 +55,19 @@ async def authenticate(
     # One attempt at a time per account in this process: parallel logins of one account (a
     # burst of correct ones included) queue here instead of all reserving attempts at once and
     # running past the lockout threshold. Across replicas the database counters decide.
-    async with _account_lock(username):
-        return await _authenticate(
-            database, session, settings, username, password, client_address, now
+    async with (
+        _account_lock(username),
+        lockout.attempt(database, settings, username, client_address, now) as attempt,
+    ):
+        user = await _checked_user(session, settings, attempt, password, client_address)
+    if user.password_hash and passwords.needs_rehash(user.password_hash, settings.bcrypt_rounds):
+        user.password_hash = await passwords.hash_password(password, settings.bcrypt_rounds)
+        logger.info(
+            "password hash upgraded to cost %d",
+            settings.bcrypt_rounds,
+            extra={"user_id": str(user.id)},
         )
+    return user
 
 
 _ACCOUNT_LOCKS: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -72,16 +81,15 @@ def _account_lock(username: str) -> asyncio.Lock:
     return lock
 
 
-async def _authenticate(
-    database: Database,
+async def _checked_user(
     session: AsyncSession,
     settings: Settings,
-    username: str,
+    attempt: lockout.Attempt,
     password: str,
     client_address: str,
-    now: datetime,
 ) -> User:
-    attempt = await lockout.reserve_attempt(database, settings, username, client_address, now)
+    """The attempt's user when the counters allow it and the password is right, else
+    `InvalidGrantError` after the same one bcrypt check."""
     if not attempt.allowed or attempt.password_hash is None:
         await dummy_check(settings, password)
         if attempt.locked:
@@ -100,16 +108,7 @@ async def _authenticate(
         reason = "account changed during login"
     if user is None:
         _refused(reason, attempt, client_address)
-        await lockout.record_failure(database, attempt, client_address)  # its locks stand
-        raise InvalidGrantError()
-    await lockout.record_success(database, settings, user.id, client_address, now)
-    if passwords.needs_rehash(attempt.password_hash, settings.bcrypt_rounds):
-        user.password_hash = await passwords.hash_password(password, settings.bcrypt_rounds)
-        logger.info(
-            "password hash upgraded to cost %d",
-            settings.bcrypt_rounds,
-            extra={"user_id": str(user.id)},
-        )
+        raise InvalidGrantError()  # the locks this attempt started stand
     return user
 
 
@@ -122,20 +121,20 @@ async def bearer_user(session: AsyncSession, claims: Mapping[str, Any]) -> User:
     """
     try:
         user_id = uuid.UUID(claims["sub"])
-        session_id = uuid.UUID(claims["sid"]) if "sid" in claims else None
+        sid = uuid.UUID(claims["sid"]) if "sid" in claims else None
     except (KeyError, ValueError, TypeError, AttributeError):
         raise InvalidTokenError() from None
     user = await users_repo.get(session, user_id)
     if user is None or not user.is_active:
         raise InvalidTokenError("the token's user is not active")
-    if session_id is not None and await refresh_tokens.family_is_revoked(session, session_id):
+    if sid is not None and await refresh_tokens.family_is_revoked(session, sid):
         raise InvalidTokenError("the token's session has ended")
     return user
 
 
 async def _unchanged_user(session: AsyncSession, attempt: lockout.Attempt) -> User | None:
-    """The checked user in the request's session; None when it was deleted, disabled or given
-    a new password between the count and the check."""
+    """The checked user in the request's database session; None when it was deleted,
+    disabled or given a new password between the count and the check."""
     if attempt.user_id is None:
         return None
     user = await users_repo.get(session, attempt.user_id)
