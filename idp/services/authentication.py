@@ -14,8 +14,9 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from idp.configuration.constants import BCRYPT_MAX_BYTES
 from idp.configuration.database import Database
-from idp.configuration.exceptions import InvalidGrantError, InvalidTokenError
+from idp.configuration.exceptions import InvalidGrantError, InvalidRequestError, InvalidTokenError
 from idp.configuration.settings import Settings
 from idp.models import User
 from idp.repository import users as users_repo
@@ -47,11 +48,18 @@ async def authenticate(
 ) -> User:
     """The active user with this username and password, else `InvalidGrantError`.
 
+    A password no account can have (over bcrypt's 72 bytes, or with NUL) is
+    `InvalidRequestError` before any lookup: no bcrypt check would run for it, so the
+    counter writes alone would tell an existing or locked account from an unknown one.
     The attempt is counted (and may be refused by a lock) before any bcrypt work. Unknown
     user, user without a password, locked, disabled and wrong password all cost one bcrypt
     check and end in the same error. A hash made with a lower cost than configured is
     replaced on success.
     """
+    if not passwords.is_checkable(password):
+        raise InvalidRequestError(
+            f"the password is longer than {BCRYPT_MAX_BYTES} bytes in UTF-8 or contains NUL"
+        )
     # One attempt at a time per account in this process: parallel logins of one account (a
     # burst of correct ones included) queue here instead of all reserving attempts at once and
     # running past the lockout threshold. Across replicas the database counters decide.

@@ -61,6 +61,11 @@ def check_policy(
         )
 
 
+def is_checkable(password: str) -> bool:
+    """False for what no stored password can be: over bcrypt's 72 bytes, or holding NUL."""
+    return _encode(password) is not None
+
+
 def _encode(password: str) -> bytes | None:
     data = password.encode("utf-8", errors="surrogatepass")
     if len(data) > BCRYPT_MAX_BYTES or b"\x00" in data:
