@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,11 +17,15 @@ from httpx import AsyncClient
 from sqlalchemy import event, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from idp.configuration.database import Database
 from idp.configuration.settings import Settings
+from idp.main import create_app
 from idp.models import User
-from idp.services import passwords
+from idp.services import authentication, passwords
+from idp.services.keys import KeyRing
+from tests.conftest import make_settings
 from tests.helpers import ManualClock, login, make_user
-from tests.lockout_helpers import CheckCounter
+from tests.lockout_helpers import CheckCounter, client_at
 
 POLICY = {
     "lockout_threshold": 3,
@@ -106,3 +113,54 @@ async def test_an_uncheckable_password_gets_the_same_answer_and_writes_for_every
     assert answers["nobody"][0] == 400
     assert "72 bytes" in answers["nobody"][1]
     assert checks.hashes == []
+
+
+# 8. A flood of refused logins must not queue the owner's login ----------------------------
+
+
+@pytest.fixture
+async def pooled_app(
+    e2e_database: str, keys_dir: Path, keyring: KeyRing
+) -> AsyncIterator[tuple[FastAPI, Database]]:
+    """An app on its own migrated database with a real pool: requests truly run in parallel."""
+    settings = make_settings(e2e_database, keys_dir, lockout_threshold=3)
+    database = Database(settings)
+    try:
+        yield create_app(settings, database=database, keyring=keyring), database
+    finally:
+        await database.dispose()
+
+
+async def test_a_refused_attempts_dummy_hash_does_not_hold_the_owners_login(
+    pooled_app: tuple[FastAPI, Database], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The attacker's address is locked out of alice; its next guess runs the dummy bcrypt
+    check, held here until released (a slow hasher, not wall-clock noise). Meanwhile alice's
+    own login from elsewhere must go through, not wait behind it."""
+    app, database = pooled_app
+    settings: Settings = app.state.settings
+    async with database.session() as session:
+        await make_user(session, settings, "alice")
+    async with client_at(app, "203.0.113.66") as attacker, client_at(app, "198.51.100.7") as owner:
+        for i in range(3):
+            assert (await login(attacker, "alice", f"guess {i}")).status_code == 400
+        dummy = authentication._dummy_hash(settings.bcrypt_rounds)
+        entered, release = threading.Event(), threading.Event()
+        check = passwords.verify_password_sync
+
+        def slow_dummy(password: str, password_hash: str) -> bool:
+            if password_hash == dummy:
+                entered.set()
+                release.wait(30)
+            return check(password, password_hash)
+
+        monkeypatch.setattr(passwords, "verify_password_sync", slow_dummy)
+        refused = asyncio.create_task(login(attacker, "alice", "guess 4"))
+        try:
+            assert await asyncio.to_thread(entered.wait, 10)  # the dummy check is running
+            mine = await asyncio.wait_for(login(owner, "alice"), timeout=10)
+            assert mine.status_code == 200
+            assert not refused.done()  # the refused attempt is still in its dummy check
+        finally:
+            release.set()
+        assert (await refused).status_code == 400

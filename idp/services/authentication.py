@@ -48,26 +48,20 @@ async def authenticate(
 ) -> User:
     """The active user with this username and password, else `InvalidGrantError`.
 
-    A password no account can have (over bcrypt's 72 bytes, or with NUL) is
-    `InvalidRequestError` before any lookup: no bcrypt check would run for it, so the
-    counter writes alone would tell an existing or locked account from an unknown one.
     The attempt is counted (and may be refused by a lock) before any bcrypt work. Unknown
     user, user without a password, locked, disabled and wrong password all cost one bcrypt
     check and end in the same error. A hash made with a lower cost than configured is
-    replaced on success.
+    replaced on success. A password no account can have (over bcrypt's 72 bytes, or with
+    NUL) is `InvalidRequestError` before any lookup: no bcrypt check would run for it, so
+    the counter writes alone would tell an existing or locked account from an unknown one.
     """
     if not passwords.is_checkable(password):
         raise InvalidRequestError(
             f"the password is longer than {BCRYPT_MAX_BYTES} bytes in UTF-8 or contains NUL"
         )
-    # One attempt at a time per account in this process: parallel logins of one account (a
-    # burst of correct ones included) queue here instead of all reserving attempts at once and
-    # running past the lockout threshold. Across replicas the database counters decide.
-    async with (
-        _account_lock(username),
-        lockout.attempt(database, settings, username, client_address, now) as attempt,
-    ):
-        user = await _checked_user(session, settings, attempt, password, client_address)
+    user = await _authenticated(
+        database, session, settings, username, password, client_address, now
+    )
     if user.password_hash and passwords.needs_rehash(user.password_hash, settings.bcrypt_rounds):
         user.password_hash = await passwords.hash_password(password, settings.bcrypt_rounds)
         logger.info(
@@ -76,6 +70,37 @@ async def authenticate(
             extra={"user_id": str(user.id)},
         )
     return user
+
+
+async def _authenticated(
+    database: Database,
+    session: AsyncSession,
+    settings: Settings,
+    username: str,
+    password: str,
+    client_address: str,
+    now: datetime,
+) -> User:
+    # One attempt at a time per account in this process: parallel logins of one account (a
+    # burst of correct ones included) queue here instead of all reserving attempts at once and
+    # running past the lockout threshold. Across replicas the database counters decide.
+    async with _account_lock(username):
+        attempt = await lockout.reserve_attempt(database, settings, username, client_address, now)
+        if attempt.allowed and attempt.password_hash is not None:
+            async with lockout.settled(database, settings, attempt, client_address, now):
+                return await _checked_user(
+                    session, attempt, attempt.password_hash, password, client_address
+                )
+    # Nothing to check (unknown user, locked, no password): the dummy check runs after the
+    # account lock is released, so a flood of refused attempts never queues the owner's login.
+    await dummy_check(settings, password)
+    await lockout.record_failure(database, attempt, client_address)
+    if attempt.locked:
+        reason = "locked"
+    else:
+        reason = "unknown user" if attempt.user_id is None else "no password set"
+    _refused(reason, attempt, client_address)
+    raise InvalidGrantError()
 
 
 _ACCOUNT_LOCKS: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -91,23 +116,15 @@ def _account_lock(username: str) -> asyncio.Lock:
 
 async def _checked_user(
     session: AsyncSession,
-    settings: Settings,
     attempt: lockout.Attempt,
+    password_hash: str,
     password: str,
     client_address: str,
 ) -> User:
-    """The attempt's user when the counters allow it and the password is right, else
-    `InvalidGrantError` after the same one bcrypt check."""
-    if not attempt.allowed or attempt.password_hash is None:
-        await dummy_check(settings, password)
-        if attempt.locked:
-            reason = "locked"
-        else:
-            reason = "unknown user" if attempt.user_id is None else "no password set"
-        _refused(reason, attempt, client_address)
-        raise InvalidGrantError()
+    """The attempt's user when the password matches `password_hash` (the attempt's) and the
+    account is usable, else `InvalidGrantError` after that one bcrypt check."""
     user: User | None = None
-    if not await passwords.verify_password(password, attempt.password_hash):
+    if not await passwords.verify_password(password, password_hash):
         reason = "wrong password"
     elif not attempt.is_active:
         reason = "account disabled"

@@ -97,13 +97,23 @@ async def attempt(
     started audited.
     """
     reserved = await reserve_attempt(database, settings, username, client_address, now)
-    try:
+    async with settled(database, settings, reserved, client_address, now):
         yield reserved
+
+
+@asynccontextmanager
+async def settled(
+    database: Database, settings: Settings, attempt: Attempt, client_address: str, now: datetime
+) -> AsyncIterator[None]:
+    """Settle a reserved attempt by how the block ends: it returns (the password was right):
+    the counters cleared; it raises: the locks the attempt started audited."""
+    try:
+        yield
     except BaseException:
-        await record_failure(database, reserved, client_address)
+        await record_failure(database, attempt, client_address)
         raise
-    if reserved.user_id is not None:
-        await record_success(database, settings, reserved.user_id, client_address, now)
+    if attempt.user_id is not None:
+        await record_success(database, settings, attempt.user_id, client_address, now)
 
 
 async def reserve_attempt(
