@@ -164,3 +164,90 @@ async def test_a_refused_attempts_dummy_hash_does_not_hold_the_owners_login(
         finally:
             release.set()
         assert (await refused).status_code == 400
+
+
+# 5. One address must not lock the owner out everywhere ------------------------------------
+
+
+async def fresh(session: AsyncSession, user: User) -> User:
+    await session.refresh(user)
+    return user
+
+
+async def guesses(client: AsyncClient, times: int, username: str = "alice") -> None:
+    for i in range(times):
+        assert (await login(client, username, f"wrong guess {i}")).status_code == 400
+
+
+async def test_rounds_of_guesses_from_one_address_never_lock_the_owner_out_elsewhere(
+    client: AsyncClient,
+    app: FastAPI,
+    session: AsyncSession,
+    settings: Settings,
+    checks: CheckCounter,
+    clock: ManualClock,
+) -> None:
+    """Each round locks the attacker's address; waiting it out and guessing again, round
+    after round, takes the account's count far past its threshold (6) from that one address."""
+    user = await make_user(session, settings)
+    async with client_at(app, "203.0.113.66") as attacker, client_at(app, "198.51.100.7") as owner:
+        for _ in range(4):
+            clock.advance(151)  # the longest wait: the attacker's address may guess again
+            await guesses(attacker, 3)
+            assert (await login(attacker)).status_code == 400  # this address is locked out
+            account = await fresh(session, user)
+            assert account.locked_until is None or account.locked_until <= clock.now()
+        assert checks.against(user.password_hash) == 12
+        assert (await login(owner)).status_code == 200
+
+
+async def test_the_account_lock_needs_failures_from_several_addresses(
+    client: AsyncClient,
+    app: FastAPI,
+    session: AsyncSession,
+    settings: Settings,
+    clock: ManualClock,
+) -> None:
+    assert settings.lockout_account_min_addresses == 3  # the default
+    user = await make_user(session, settings)
+    for address in ["192.0.2.1", "192.0.2.2"]:
+        async with client_at(app, address) as guesser:
+            await guesses(guesser, 3)
+    account = await fresh(session, user)
+    assert (account.failed_login_count, account.locked_until) == (6, None)  # two addresses
+    async with client_at(app, "192.0.2.3") as third:
+        await guesses(third, 1)  # the 7th failure, from a third address: the account locks
+        assert (await login(third)).status_code == 400
+    account = await fresh(session, user)
+    assert account.locked_until is not None
+    assert (account.locked_until - clock.now()).total_seconds() == 60
+    assert account.lockout_count == 1
+    async with client_at(app, "198.51.100.7") as owner:
+        assert (await login(owner)).status_code == 400  # locked for everyone now
+        clock.advance(61)
+        assert (await login(owner)).status_code == 200
+
+
+async def test_failures_forgotten_do_not_make_an_address_count(
+    client: AsyncClient,
+    app: FastAPI,
+    session: AsyncSession,
+    settings: Settings,
+    clock: ManualClock,
+) -> None:
+    user = await make_user(session, settings)
+    async with client_at(app, "192.0.2.1") as old:
+        await guesses(old, 1)
+    clock.advance(3601)  # that failure is forgotten
+    for address in ["192.0.2.2", "192.0.2.3"]:
+        async with client_at(app, address) as guesser:
+            await guesses(guesser, 3)
+    assert (await fresh(session, user)).locked_until is None  # two addresses count, not three
+
+
+def test_the_minimum_of_addresses_is_a_setting(tmp_path: Path) -> None:
+    url = "sqlite+aiosqlite:///x.db"
+    assert make_settings(url, tmp_path).lockout_account_min_addresses == 3
+    assert make_settings(url, tmp_path, lockout_account_min_addresses=1)
+    with pytest.raises(ValueError, match="lockout_account_min_addresses"):
+        make_settings(url, tmp_path, lockout_account_min_addresses=0)

@@ -4,8 +4,11 @@ Failures are counted in the database, so every replica shares them, by two count
 
 - per account and client address: `IDP_LOCKOUT_THRESHOLD` failures lock that address out of
   that account; a flood from one address stops quickly without locking the owner out elsewhere;
-- per account: `IDP_LOCKOUT_ACCOUNT_THRESHOLD` failures from all addresses together lock the
-  account for everyone, which stops guessing spread over many addresses.
+- per account: `IDP_LOCKOUT_ACCOUNT_THRESHOLD` failures from all addresses together, coming
+  from at least `IDP_LOCKOUT_ACCOUNT_MIN_ADDRESSES` distinct addresses (with failures not yet
+  forgotten), lock the account for everyone, which stops guessing spread over many
+  addresses; one address alone only ever locks itself out. Short of enough addresses the
+  counter stays at its threshold and each further failure tries the lock again.
 
 The n-th consecutive lock of a counter lasts `wait + (n - 1) * increment` seconds, at most
 `max wait`. Each lock starts a new round of attempts; a success, an admin unlock, or
@@ -70,13 +73,20 @@ class Attempt:
         return self.user_id is not None and not self.allowed
 
 
-def _rule(settings: Settings, threshold: int, now: datetime) -> lockout_repo.Rule:
+def _rule(
+    settings: Settings, threshold: int, now: datetime, *, locks: bool = True
+) -> lockout_repo.Rule:
     return lockout_repo.Rule(
         threshold=threshold,
         now=now,
-        forget_before=now - timedelta(seconds=settings.lockout_failure_reset),
+        forget_before=_forget_before(settings, now),
         lock_until=now + timedelta(seconds=settings.lockout_max_wait),
+        locks=locks,
     )
+
+
+def _forget_before(settings: Settings, now: datetime) -> datetime:
+    return now - timedelta(seconds=settings.lockout_failure_reset)
 
 
 class _Refused(Exception):  # noqa: N818 - internal: rolls back the counting unit of work
@@ -136,8 +146,9 @@ async def reserve_attempt(
 async def _count(
     session: AsyncSession, settings: Settings, username: str, client_address: str, now: datetime
 ) -> Attempt:
+    # The account counter stops at its threshold; the lock also needs several addresses.
     account = await lockout_repo.count_account_attempt(
-        session, username, _rule(settings, settings.lockout_account_threshold, now)
+        session, username, _rule(settings, settings.lockout_account_threshold, now, locks=False)
     )
     if account is None:
         return Attempt()
@@ -157,10 +168,16 @@ async def _count(
     if address.attempt > settings.lockout_threshold:
         raise _Refused(refused)  # also undoes the account count: no check happens
     locks: list[Lock] = []
-    if account.count.attempt == settings.lockout_account_threshold:
-        until = now + timedelta(seconds=lock_wait(settings, account.count.lockouts))
-        await lockout_repo.end_account_lock_at(session, account.user_id, until)
-        locks.append(Lock("account", until, account.count.lockouts))
+    if account.count.attempt == settings.lockout_account_threshold and (
+        await lockout_repo.count_failing_addresses(
+            session, account.user_id, forget_before=_forget_before(settings, now)
+        )
+        >= settings.lockout_account_min_addresses
+    ):
+        lockouts = account.count.lockouts + 1
+        until = now + timedelta(seconds=lock_wait(settings, lockouts))
+        await lockout_repo.lock_account(session, account.user_id, until, lockouts)
+        locks.append(Lock("account", until, lockouts))
     if address.attempt == settings.lockout_threshold:
         until = now + timedelta(seconds=lock_wait(settings, address.lockouts))
         await lockout_repo.end_address_lock_at(session, account.user_id, client_address, until)
