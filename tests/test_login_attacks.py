@@ -13,18 +13,19 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI
-from httpx import AsyncClient
-from sqlalchemy import event, update
+from httpx import AsyncClient, Response
+from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from idp.configuration.database import Database
 from idp.configuration.settings import Settings
 from idp.main import create_app
-from idp.models import User
+from idp.models import AuditEvent, User
 from idp.services import authentication, passwords
 from idp.services.keys import KeyRing
+from idp.services.ratelimit import RateLimiter
 from tests.conftest import make_settings
-from tests.helpers import ManualClock, login, make_user
+from tests.helpers import PASSWORD, ManualClock, login, make_user
 from tests.lockout_helpers import CheckCounter, client_at
 
 POLICY = {
@@ -251,3 +252,74 @@ def test_the_minimum_of_addresses_is_a_setting(tmp_path: Path) -> None:
     assert make_settings(url, tmp_path, lockout_account_min_addresses=1)
     with pytest.raises(ValueError, match="lockout_account_min_addresses"):
         make_settings(url, tmp_path, lockout_account_min_addresses=0)
+
+
+# 6. Guessing the current password with a stolen access token ------------------------------
+
+
+async def password_change(client: AsyncClient, token: str, current: str) -> Response:
+    return await client.post(
+        "/me/password",
+        json={"current_password": current, "new_password": "a brand new passphrase"},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+
+
+async def audit_actions(database: Database, user: User) -> list[tuple[str, str | None]]:
+    async with database.session() as session:
+        rows = await session.execute(
+            select(AuditEvent.action, AuditEvent.client_address)
+            .where(AuditEvent.target_id == str(user.id), AuditEvent.action.like("user.password%"))
+            .order_by(AuditEvent.id)
+        )
+        return [(action, address) for action, address in rows.all()]
+
+
+async def test_wrong_current_passwords_count_in_the_lockout_and_are_audited(
+    pooled_app: tuple[FastAPI, Database], checks: CheckCounter
+) -> None:
+    """Real units of work (a pool, not one test transaction): what the failed request's own
+    transaction rolls back must not take the counts and audit rows with it."""
+    app, database = pooled_app
+    settings: Settings = app.state.settings
+    async with database.session() as session:
+        user = await make_user(session, settings)
+    async with client_at(app, "203.0.113.66") as thief, client_at(app, "198.51.100.7") as owner:
+        token = (await login(owner)).json()["access_token"]
+        for i in range(3):
+            assert (await password_change(thief, token, f"guess {i}")).status_code == 403
+        checked = checks.against(user.password_hash)
+        locked = await password_change(thief, token, PASSWORD)  # right, but this address is out
+        assert locked.status_code == 403
+        assert "try again later" in locked.json()["detail"]
+        assert checks.against(user.password_hash) == checked  # not even checked
+        assert (await login(thief)).status_code == 400  # the same lock as for logins
+        assert (
+            await audit_actions(database, user)
+            == [("user.password_change_failed", "203.0.113.66")] * 4
+        )
+        assert (await password_change(owner, token, PASSWORD)).status_code == 204
+    assert (await audit_actions(database, user))[-1] == ("user.password_change", "198.51.100.7")
+    async with database.session() as session:
+        events = (await session.execute(select(AuditEvent.details))).scalars().all()
+    assert PASSWORD not in str(events)
+
+
+async def test_password_changes_are_rate_limited_per_address(
+    pooled_app: tuple[FastAPI, Database],
+) -> None:
+    app, database = pooled_app
+    settings: Settings = app.state.settings
+    async with database.session() as session:
+        user = await make_user(session, settings)
+    async with client_at(app, "192.0.2.10") as client:
+        token = (await login(client)).json()["access_token"]
+        app.state.token_rate_limiter = RateLimiter(2, clock=lambda: 1000.0)
+        for i in range(2):
+            assert (await password_change(client, token, f"guess {i}")).status_code == 403
+        limited = await password_change(client, token, PASSWORD)
+    assert limited.status_code == 429
+    assert limited.headers["retry-after"] == "30"
+    assert (
+        await audit_actions(database, user) == [("user.password_change_failed", "192.0.2.10")] * 2
+    )

@@ -121,8 +121,8 @@ class Settings(BaseSettings):
     token_rate_limit: int = Field(
         20,
         ge=0,
-        description="Password-grant requests per client address per minute, per process "
-        "(0: no limit).",
+        description="Password checks (password grants and password changes) per client "
+        "address per minute, per process (0: no limit).",
     )
 
     # Bootstrap admin, in the manner of KC_BOOTSTRAP_ADMIN_*

@@ -16,11 +16,17 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.configuration.constants import BCRYPT_MAX_BYTES
 from idp.configuration.database import Database
-from idp.configuration.exceptions import InvalidGrantError, InvalidRequestError, InvalidTokenError
+from idp.configuration.exceptions import (
+    InvalidGrantError,
+    InvalidRequestError,
+    InvalidTokenError,
+    PermissionDeniedError,
+)
 from idp.configuration.settings import Settings
 from idp.models import User
 from idp.repository import users as users_repo
-from idp.services import lockout, passwords, refresh_tokens
+from idp.services import audit, lockout, passwords, refresh_tokens
+from idp.services.permissions import Actor
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +141,49 @@ async def _checked_user(
         _refused(reason, attempt, client_address)
         raise InvalidGrantError()  # the locks this attempt started stand
     return user
+
+
+async def confirm_password(
+    database: Database,
+    settings: Settings,
+    user: User,
+    password: str,
+    *,
+    client_address: str,
+    now: datetime,
+) -> None:
+    """A signed-in user proves they know their password (to change it), else
+    `PermissionDeniedError`.
+
+    A stolen access token must not allow unlimited guessing: the check counts in the login
+    lockout (per account and address), a locked counter refuses it unchecked, and every
+    refusal is audited in a unit of work of its own (the request's rolls back with the 403).
+    """
+    attempt = await lockout.reserve_attempt(database, settings, user.username, client_address, now)
+    reason: str | None = None
+    try:
+        if not attempt.allowed or attempt.user_id != user.id:
+            reason = "locked"
+            raise PermissionDeniedError("too many wrong passwords; try again later")
+        async with lockout.settled(database, settings, attempt, client_address, now):
+            if attempt.password_hash is None:
+                await dummy_check(settings, password)
+            if attempt.password_hash is None or not await passwords.verify_password(
+                password, attempt.password_hash
+            ):
+                reason = "wrong password"
+                raise PermissionDeniedError("the current password is wrong")
+    except PermissionDeniedError:
+        async with database.session() as session:
+            await audit.record(
+                session,
+                Actor(user_id=user.id, username=user.username, address=client_address),
+                "user.password_change_failed",
+                target_type="user",
+                target_id=str(user.id),
+                details={"username": user.username, "reason": reason},
+            )
+        raise
 
 
 async def bearer_user(session: AsyncSession, claims: Mapping[str, Any]) -> User:
