@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
@@ -14,14 +16,19 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
+from joserfc import jws
 from sqlalchemy import event, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from idp.configuration.database import Database
+from idp.configuration.exceptions import ValidationFailedError
 from idp.configuration.settings import Settings
 from idp.main import create_app
 from idp.models import AuditEvent, User
+from idp.schemas.roles import RoleCreate
 from idp.services import authentication, passwords
+from idp.services import roles as roles_service
+from idp.services import users as users_service
 from idp.services.keys import KeyRing
 from idp.services.ratelimit import RateLimiter
 from tests.conftest import make_settings
@@ -323,3 +330,83 @@ async def test_password_changes_are_rate_limited_per_address(
     assert (
         await audit_actions(database, user) == [("user.password_change_failed", "192.0.2.10")] * 2
     )
+
+
+# 14. Numeric dates that are not integers, and common passwords in disguise -----------------
+
+
+def resigned(keyring: KeyRing, token: str, **dates: str) -> str:
+    """`token`'s claims with `dates` replaced by raw JSON text (NaN, Infinity, 1e400, ...),
+    signed with the server's own active key: only the numbers are hostile."""
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    for name in dates:
+        claims[name] = f"@{name}@"
+    payload = json.dumps(claims)
+    for name, raw in dates.items():
+        payload = payload.replace(f'"@{name}@"', raw)
+    keyset = keyring.current
+    header = {"alg": keyset.active_alg, "typ": "at+jwt", "kid": keyset.active_kid}
+    return jws.serialize_compact(
+        header, payload.encode(), keyset.active_key, algorithms=[keyset.active_alg]
+    )
+
+
+@pytest.mark.parametrize(
+    "dates",
+    [
+        {"exp": "NaN"},
+        {"exp": "Infinity"},
+        {"exp": "1e400"},  # parses as infinity
+        {"exp": "4102444800.5"},  # not an integer (the contract: integers, seconds)
+        {"nbf": "NaN"},
+        {"iat": "-Infinity"},
+    ],
+    ids=lambda dates: ",".join(f"{k}={v}" for k, v in dates.items()),
+)
+async def test_a_token_whose_dates_are_not_integers_is_refused(
+    client: AsyncClient,
+    session: AsyncSession,
+    settings: Settings,
+    keyring: KeyRing,
+    dates: dict[str, str],
+) -> None:
+    await roles_service.create_role(
+        session, RoleCreate(name="resource-server", permissions=["tokens:introspect"])
+    )
+    await make_user(session, settings, "rs", roles=["resource-server"])
+    caller = (await login(client, "rs")).json()["access_token"]
+    hostile = resigned(keyring, caller, **dates)
+    me = await client.get("/me", headers={"Authorization": f"Bearer {hostile}"})
+    assert me.status_code == 401
+    assert me.headers["www-authenticate"].startswith("Bearer")
+    answer = await client.post(
+        "/introspect", data={"token": hostile}, headers={"Authorization": f"Bearer {caller}"}
+    )
+    assert (answer.status_code, answer.json()) == (200, {"active": False})
+
+
+@pytest.mark.parametrize(
+    "disguised",
+    [
+        "ｐａｓｓｗｏｒｄ１２３",  # fullwidth
+        "PASSWORD123",
+        "ᴾᴬˢˢᵂᴼᴿᴰ¹²³",  # superscripts (compatibility forms)
+        "password123",  # the plain entry, for reference
+    ],
+)
+async def test_common_passwords_are_refused_in_compatibility_forms(
+    session: AsyncSession, settings: Settings, disguised: str
+) -> None:
+    user = await make_user(session, settings)
+    with pytest.raises(ValidationFailedError, match="too common"):
+        await users_service.set_password(session, settings, user, disguised)
+
+
+async def test_existing_hashes_stay_valid_the_password_itself_is_hashed_unchanged(
+    client: AsyncClient, session: AsyncSession, settings: Settings
+) -> None:
+    """Normalising is for the list only: a password keeps the bytes it was set with."""
+    fullwidth = "ｃｏｒｒｅｃｔ ｈｏｒｓｅ ｂａｔｔｅｒｙ"
+    await make_user(session, settings, "alice", password=fullwidth)
+    assert (await login(client, "alice", fullwidth)).status_code == 200
+    assert (await login(client, "alice", "correct horse battery")).status_code == 400

@@ -32,6 +32,14 @@ _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")
 _REGISTRY = JWSRegistry(algorithms=list(ALGORITHMS))
 
 
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+# NaN and Infinity are Python's extensions to JSON: a token carrying one is malformed.
+_JSON: Final = json.JSONDecoder(parse_constant=_refuse_constant)
+
+
 @dataclass(frozen=True, slots=True)
 class IssuedToken:
     token: str
@@ -104,7 +112,7 @@ def read_header(token: str) -> dict[str, Any]:
     if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
         raise InvalidTokenError("malformed token")
     try:
-        header = json.loads(_b64decode(token.split(".", 1)[0]))
+        header = _JSON.decode(_b64decode(token.split(".", 1)[0]).decode("utf-8"))
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise InvalidTokenError("malformed token") from None
     if not isinstance(header, dict):
@@ -137,7 +145,7 @@ def verify_access_token(
         raise InvalidTokenError("algorithm does not match the key")
     try:
         payload = jws.deserialize_compact(token, key, algorithms=[alg], registry=_REGISTRY).payload
-        claims = json.loads(payload)
+        claims = _JSON.decode(payload.decode("utf-8"))
     except (JoseError, ValueError, UnicodeDecodeError):
         raise InvalidTokenError("invalid signature") from None
     if not isinstance(claims, dict):
@@ -165,18 +173,20 @@ def check_claims(
     }:
         raise InvalidTokenError("wrong audience")
     exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
-    if not _is_number(exp) or exp <= current - leeway:
+    if not _is_numeric_date(exp) or exp <= current - leeway:
         raise InvalidTokenError("token expired")
-    if nbf is not None and (not _is_number(nbf) or nbf > current + leeway):
+    if nbf is not None and (not _is_numeric_date(nbf) or nbf > current + leeway):
         raise InvalidTokenError("token not yet valid")
-    if iat is not None and (not _is_number(iat) or iat > current + leeway):
+    if iat is not None and (not _is_numeric_date(iat) or iat > current + leeway):
         raise InvalidTokenError("token issued in the future")
     if not isinstance(claims.get("sub"), str):
         raise InvalidTokenError("token has no subject")
 
 
-def _is_number(value: object) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _is_numeric_date(value: object) -> TypeGuard[int]:
+    """Our tokens' dates are integers (the contract); a float could be NaN or infinite
+    (1e400), which no comparison refuses."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def verify_own_access_token(
