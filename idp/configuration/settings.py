@@ -106,6 +106,12 @@ class Settings(BaseSettings):
         description="Failures from all addresses together that lock the whole account "
         "(0: four times IDP_LOCKOUT_THRESHOLD).",
     )
+    lockout_account_min_addresses: int = Field(
+        3,
+        ge=1,
+        description="Distinct client addresses the account-wide lock needs failures from, so "
+        "one address only ever locks itself out.",
+    )
     lockout_wait: int = Field(60, ge=1, description="First lockout, in seconds.")
     lockout_wait_increment: int = Field(60, ge=0, description="Added to each further lockout.")
     lockout_max_wait: int = Field(900, ge=1, description="Longest lockout, in seconds.")
@@ -115,8 +121,8 @@ class Settings(BaseSettings):
     token_rate_limit: int = Field(
         20,
         ge=0,
-        description="Password-grant requests per client address per minute, per process "
-        "(0: no limit).",
+        description="Password checks (password grants and password changes) per client "
+        "address per minute, per process (0: no limit).",
     )
 
     # Bootstrap admin, in the manner of KC_BOOTSTRAP_ADMIN_*

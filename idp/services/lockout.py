@@ -5,8 +5,11 @@ Failures are counted in the database, so every replica shares them, by two count
 
 - per account and client address: `IDP_LOCKOUT_THRESHOLD` failures lock that address out of
   that account; a flood from one address stops quickly without locking the owner out elsewhere;
-- per account: `IDP_LOCKOUT_ACCOUNT_THRESHOLD` failures from all addresses together lock the
-  account for everyone, which stops guessing spread over many addresses.
+- per account: `IDP_LOCKOUT_ACCOUNT_THRESHOLD` failures from all addresses together, coming
+  from at least `IDP_LOCKOUT_ACCOUNT_MIN_ADDRESSES` distinct addresses (with failures not yet
+  forgotten), lock the account for everyone, which stops guessing spread over many
+  addresses; one address alone only ever locks itself out. Short of enough addresses the
+  counter stays at its threshold and each further failure tries the lock again.
 
 The n-th consecutive lock of a counter lasts `wait + (n - 1) * increment` seconds, at most
 `max wait`. Each lock starts a new round of attempts; a success, an admin unlock, or
@@ -71,13 +74,20 @@ class Attempt:
         return self.user_id is not None and not self.allowed
 
 
-def _rule(settings: Settings, threshold: int, now: datetime) -> lockout_repo.Rule:
+def _rule(
+    settings: Settings, threshold: int, now: datetime, *, locks: bool = True
+) -> lockout_repo.Rule:
     return lockout_repo.Rule(
         threshold=threshold,
         now=now,
-        forget_before=now - timedelta(seconds=settings.lockout_failure_reset),
+        forget_before=_forget_before(settings, now),
         lock_until=now + timedelta(seconds=settings.lockout_max_wait),
+        locks=locks,
     )
+
+
+def _forget_before(settings: Settings, now: datetime) -> datetime:
+    return now - timedelta(seconds=settings.lockout_failure_reset)
 
 
 class _LockedError(Exception):
@@ -100,13 +110,23 @@ async def attempt(
     started audited.
     """
     reserved = await reserve_attempt(database, settings, username, client_address, now)
-    try:
+    async with settled(database, settings, reserved, client_address, now):
         yield reserved
+
+
+@asynccontextmanager
+async def settled(
+    database: Database, settings: Settings, attempt: Attempt, client_address: str, now: datetime
+) -> AsyncIterator[None]:
+    """Settle a reserved attempt by how the block ends: it returns (the password was right):
+    the counters cleared; it raises: the locks the attempt started audited."""
+    try:
+        yield
     except Exception:
-        await record_failure(database, reserved, client_address)
+        await record_failure(database, attempt, client_address)
         raise
-    if reserved.user_id is not None:
-        await record_success(database, settings, reserved.user_id, client_address, now)
+    if attempt.user_id is not None:
+        await record_success(database, settings, attempt.user_id, client_address, now)
 
 
 async def reserve_attempt(
@@ -129,8 +149,9 @@ async def reserve_attempt(
 async def _count(
     session: AsyncSession, settings: Settings, username: str, client_address: str, now: datetime
 ) -> Attempt:
+    # The account counter stops at its threshold; the lock also needs several addresses.
     account = await lockout_repo.count_account_attempt(
-        session, username, _rule(settings, settings.lockout_account_threshold, now)
+        session, username, _rule(settings, settings.lockout_account_threshold, now, locks=False)
     )
     if account is None:
         return Attempt()
@@ -150,10 +171,16 @@ async def _count(
     if address.attempt > settings.lockout_threshold:
         raise _LockedError(refused)  # also undoes the account count: no check happens
     locks: list[Lock] = []
-    if account.count.attempt == settings.lockout_account_threshold:
-        until = now + timedelta(seconds=lock_wait(settings, account.count.lockouts))
-        await lockout_repo.end_account_lock_at(session, account.user_id, until)
-        locks.append(Lock("account", until, account.count.lockouts))
+    if account.count.attempt == settings.lockout_account_threshold and (
+        await lockout_repo.count_failing_addresses(
+            session, account.user_id, forget_before=_forget_before(settings, now)
+        )
+        >= settings.lockout_account_min_addresses
+    ):
+        lockouts = account.count.lockouts + 1
+        until = now + timedelta(seconds=lock_wait(settings, lockouts))
+        await lockout_repo.lock_account(session, account.user_id, until, lockouts)
+        locks.append(Lock("account", until, lockouts))
     if address.attempt == settings.lockout_threshold:
         until = now + timedelta(seconds=lock_wait(settings, address.lockouts))
         await lockout_repo.end_address_lock_at(session, account.user_id, client_address, until)

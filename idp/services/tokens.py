@@ -130,7 +130,15 @@ def verify_access_token(
         )
     except TokenError as exc:
         raise InvalidTokenError(exc.description) from None
+    if not all(_is_numeric_date(claims.raw.get(name)) for name in ("exp", "nbf", "iat")):
+        raise InvalidTokenError("The token's dates are not whole seconds.")
     return dict(claims.raw)
+
+
+def _is_numeric_date(value: object) -> bool:
+    """Our tokens' dates are integers (the contract) or absent (nbf); the verifier's finite-float
+    rule is the RFC's, ours is narrower."""
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def _audience_of(payload: Mapping[str, Any], audiences: Sequence[str]) -> str:

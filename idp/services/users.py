@@ -14,9 +14,9 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.configuration.constants import ADMIN_ROLE
+from idp.configuration.database import Database
 from idp.configuration.exceptions import (
     NotFoundError,
-    PermissionDeniedError,
     ValidationFailedError,
 )
 from idp.configuration.settings import Settings
@@ -150,23 +150,32 @@ async def set_password(
 
 async def change_password(
     session: AsyncSession,
+    database: Database,
     settings: Settings,
     user: User,
     *,
     current_password: str,
     new_password: str,
     keep_sid: uuid.UUID | None,
+    client_address: str,
     now: datetime,
 ) -> None:
-    """The user changes their own password: the current one is required (403 when wrong);
-    the user's other login sessions end, `keep_sid` (the caller's own) continues."""
-    if user.password_hash is None:
-        await authentication.dummy_check(settings, current_password)
-        raise PermissionDeniedError("the current password is wrong")
-    if not await passwords.verify_password(current_password, user.password_hash):
-        raise PermissionDeniedError("the current password is wrong")
+    """The user changes their own password: the current one is required (403 when wrong,
+    counted in the login lockout); the user's other login sessions end, `keep_sid` (the
+    caller's own) continues. Refusals and the change are audited."""
+    await authentication.confirm_password(
+        database, settings, user, current_password, client_address=client_address, now=now
+    )
     await _store_password(session, settings, user, new_password)
     await refresh_tokens.end_login_sessions(session, user.id, keep=keep_sid, now=now)
+    await audit.record(
+        session,
+        Actor(user_id=user.id, username=user.username, address=client_address),
+        "user.password_change",
+        target_type="user",
+        target_id=str(user.id),
+        details={"username": user.username},
+    )
 
 
 async def _store_password(
