@@ -25,7 +25,8 @@ from starlette.types import ASGIApp, Message
 from idp.configuration.settings import Settings
 from idp.controllers.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
 from idp.main import create_app
-from idp.services.keys import KeyRing, KeyStore
+from idp.services.keyring import KeyRing
+from idp.services.keys import KeyStore
 
 ROUNDS = 7
 

@@ -17,7 +17,7 @@ from idp.configuration.exceptions import InvalidTokenError
 from idp.configuration.settings import Settings
 from idp.schemas.oauth import IntrospectionResponse
 from idp.services import auth, refresh_tokens
-from idp.services.keys import KeySet
+from idp.services.keyring import KeySet
 from idp.services.tokens import verify_own_access_token
 
 INACTIVE: Final = IntrospectionResponse(active=False)

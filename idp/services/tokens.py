@@ -23,7 +23,8 @@ from joserfc.jws import JWSRegistry
 
 from idp.configuration.exceptions import InvalidRequestError, InvalidTokenError
 from idp.configuration.settings import Settings
-from idp.services.keys import ALGORITHMS, KeySet
+from idp.repository.keystore import ALGORITHMS
+from idp.services.keyring import KeySet
 
 TOKEN_TYPES: Final = frozenset({"at+jwt", "application/at+jwt"})
 MAX_TOKEN_LENGTH: Final = 8192
