@@ -560,8 +560,8 @@ AlgOption = Annotated[
     str | None,
     typer.Option(
         "--alg",
-        help="RS256, ES256 or EdDSA for new keys [default: that of the current keys; "
-        "RS256 for a new keystore]",
+        help="RS256, ES256 or EdDSA for new keys (default: that of the current keys; "
+        "RS256 for a new keystore).",
         show_default=False,
     ),
 ]
@@ -569,8 +569,8 @@ BitsOption = Annotated[
     int | None,
     typer.Option(
         "--rsa-bits",
-        help="RSA size of new RS256 keys: 2048, 3072 or 4096 [default: that of the current "
-        "key; 2048 for a new keystore]",
+        help="RSA size of new RS256 keys: 2048, 3072 or 4096 (default: that of the current "
+        "key; 2048 for a new keystore).",
         show_default=False,
     ),
 ]
