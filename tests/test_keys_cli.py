@@ -13,7 +13,9 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from idp.cli import app
-from idp.configuration.settings import get_settings
+from idp.configuration.settings import Settings, get_settings
+from idp.main import create_app
+from idp.repository.keystore import KeystoreMissingError
 
 # joserfc flags the `EdDSA` name as deprecated by RFC 9864 once per process; it is our choice.
 pytestmark = pytest.mark.filterwarnings("ignore:EdDSA is deprecated")
@@ -96,6 +98,21 @@ def test_without_a_keystore_commands_fail_naming_the_directory(
     assert "idp keys init" in message
     assert typo.exists() is existing_directory
     assert not existing_directory or list(typo.iterdir()) == []
+
+
+async def test_a_server_started_without_the_cli_does_not_create_keys_either(
+    tmp_path: Path,
+) -> None:
+    keys = tmp_path / "typo-keys"
+    server = create_app(
+        Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'idp.db'}", keys_dir=keys)
+    )
+
+    with pytest.raises(KeystoreMissingError, match="typo-keys"):
+        async with server.router.lifespan_context(server):
+            pass
+
+    assert not keys.exists()
 
 
 def test_init_creates_the_keystore_and_then_the_other_commands_work(
