@@ -26,7 +26,8 @@ from idp.configuration.settings import Settings
 from idp.controllers.middleware import BodySizeLimitMiddleware
 from idp.main import create_app
 from idp.observability.middleware import RequestContextMiddleware
-from idp.services.keys import KeyRing, KeyStore
+from idp.services.keyring import KeyRing
+from idp.services.keys import KeyStore
 
 ROUNDS = 7
 

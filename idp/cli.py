@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import logging
 import os
 import signal
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.configuration.clock import Clock
@@ -25,14 +27,16 @@ from idp.configuration.exceptions import IdpError
 from idp.configuration.metrics import MULTIPROC_ENV
 from idp.configuration.settings import Settings, get_settings
 from idp.observability.logging import configure_logging, logging_config
+from idp.repository.keystore import KeyRecord
 from idp.schemas.roles import RoleCreate
 from idp.schemas.users import UserCreate
+from idp.services import keys as keys_service
 from idp.services import lockout as lockout_service
 from idp.services import refresh_tokens
 from idp.services import roles as roles_service
 from idp.services import users as users_service
-from idp.services.keys import KeyRecord, KeyStore, keystore_for
-from idp.services.permissions import SYSTEM
+from idp.services.keys import KeyStore, ensure_keystore, keystore_for
+from idp.services.permissions import SYSTEM, Actor
 
 if TYPE_CHECKING:  # Alembic is imported by the `db` commands only: start-up stays fast.
     from alembic.config import Config
@@ -147,12 +151,21 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    init_keys: Annotated[
+        bool,
+        typer.Option(
+            "--init-keys",
+            help="Create the keystore in IDP_KEYS_DIR if there is none (first development run).",
+        ),
+    ] = False,
 ) -> None:
-    """Serve the HTTP API with uvicorn (creates the keystore on first run)."""
+    """Serve the HTTP API with uvicorn; the keystore must exist unless --init-keys."""
     import uvicorn
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    # Checked here, so a wrong IDP_KEYS_DIR is one line before any worker starts.
+    run_keys(lambda store: ensure_keystore(store) if init_keys else store.load())
     if settings.bootstrap_admin_username:
         bootstrap_admin(generate=False, quiet=True)
     # uvicorn finishes the requests in flight on SIGTERM, then raises the signal again for the
@@ -484,16 +497,64 @@ def run_keys(action: Callable[[KeyStore], T]) -> T:
         raise fail(f"keystore: {exc.strerror or exc}") from None
 
 
+def operator() -> Actor:
+    """The operating-system user running the command, as the audit log records key changes."""
+    try:
+        name = getpass.getuser()
+    except (OSError, KeyError):  # no name for this uid, e.g. in a container
+        name = f"uid {os.getuid()}"
+    return Actor(user_id=None, username=f"os:{name}"[:150])
+
+
+def database_configured(settings: Settings) -> bool:
+    """False for an SQLite file that does not exist: auditing must not create an empty one."""
+    if not settings.is_sqlite:
+        return True
+    path = make_url(settings.database_url).database
+    return path is not None and path not in ("", ":memory:") and Path(path).is_file()
+
+
+def audit_keys(record: Callable[[AsyncSession, Actor], Awaitable[None]]) -> None:
+    """Write a key change to the audit log when a database is configured.
+
+    The change is already made: a database that cannot take the event is a warning, not a
+    failure of the command.
+    """
+    settings = load_settings()
+    if not database_configured(settings):
+        return
+
+    async def main() -> None:
+        database = Database(settings)
+        try:
+            async with database.session() as session:
+                await record(session, operator())
+        finally:
+            await database.dispose()
+
+    try:
+        asyncio.run(main())
+    except Exception as exc:
+        reason = "database unreachable" if is_unavailable(exc) else type(exc).__name__
+        typer.secho(
+            f"warning: the key change is not in the audit log ({reason}; "
+            "is the database migrated with `idp db upgrade`?)",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+
+
 def print_keys(records: list[KeyRecord]) -> None:
     def when(value: datetime | None) -> str:
         return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
 
-    rows = [("kid", "alg", "state", "created", "activated", "retired", "removable-after")]
+    rows = [("kid", "alg", "state", "size", "created", "activated", "retired", "removable-after")]
     rows += [
         (
             r.kid,
             r.alg,
             r.state.value,
+            str(r.bits) if r.bits else "?",
             when(r.created_at),
             when(r.activated_at),
             when(r.retired_at),
@@ -508,16 +569,30 @@ def print_keys(records: list[KeyRecord]) -> None:
         )
 
 
-AlgOption = Annotated[str | None, typer.Option("--alg", help="RS256 (default), ES256 or EdDSA.")]
+AlgOption = Annotated[
+    str | None,
+    typer.Option(
+        "--alg",
+        help="RS256, ES256 or EdDSA for new keys (default: that of the current keys; "
+        "RS256 for a new keystore).",
+        show_default=False,
+    ),
+]
 BitsOption = Annotated[
-    int, typer.Option("--rsa-bits", help="RSA modulus size: 2048, 3072 or 4096.")
+    int | None,
+    typer.Option(
+        "--rsa-bits",
+        help="RSA size of new RS256 keys: 2048, 3072 or 4096 (default: that of the current "
+        "key; 2048 for a new keystore).",
+        show_default=False,
+    ),
 ]
 
 
 @keys_app.command("init")
-def keys_init(alg: AlgOption = None, rsa_bits: BitsOption = 2048) -> None:
-    """Create the first active key and the next one (no-op when they exist)."""
-    print_keys(run_keys(lambda store: store.init(alg or "RS256", rsa_bits)))
+def keys_init(alg: AlgOption = None, rsa_bits: BitsOption = None) -> None:
+    """Create the keystore: an active key and a next one (no-op when they exist)."""
+    print_keys(run_keys(lambda store: store.init(alg, rsa_bits)))
 
 
 @keys_app.command("rotate")
@@ -526,15 +601,19 @@ def keys_rotate(
         bool, typer.Option(help="Promote even if `next` was published too recently.")
     ] = False,
     alg: AlgOption = None,
-    rsa_bits: BitsOption = 2048,
+    rsa_bits: BitsOption = None,
 ) -> None:
     """Promote `next` to active, retire the active key, publish a new `next`."""
-    print_keys(run_keys(lambda store: store.rotate(force=force, alg=alg, rsa_bits=rsa_bits)))
+    records = run_keys(lambda store: store.rotate(force=force, alg=alg, rsa_bits=rsa_bits))
+    print_keys(records)
+    audit_keys(
+        lambda session, actor: keys_service.record_rotation(session, actor, records, forced=force)
+    )
 
 
 @keys_app.command("list")
 def keys_list() -> None:
-    """Show every key: kid, alg, state, created, activated, retired, removable-after."""
+    """Show every key: kid, alg, state, size, created, activated, retired, removable-after."""
     print_keys(run_keys(lambda store: store.list()))
 
 
@@ -543,6 +622,7 @@ def keys_revoke(kid: str) -> None:
     """Remove a (compromised) key from the JWKS at once."""
     record = run_keys(lambda store: store.revoke(kid))
     typer.echo(f"revoked {record.kid} ({record.state.value}); servers drop it within seconds")
+    audit_keys(lambda session, actor: keys_service.record_revocation(session, actor, record))
 
 
 @keys_app.command("prune")
@@ -550,6 +630,8 @@ def keys_prune() -> None:
     """Remove retired keys whose last tokens have expired."""
     removed = run_keys(lambda store: store.prune())
     typer.echo(f"removed {', '.join(removed)}" if removed else "nothing to prune")
+    if removed:
+        audit_keys(lambda session, actor: keys_service.record_prune(session, actor, removed))
 
 
 def main() -> None:  # pragma: no cover - console entry point

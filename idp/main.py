@@ -26,7 +26,8 @@ from idp.controllers.errors import install_error_handlers
 from idp.controllers.middleware import BodySizeLimitMiddleware
 from idp.observability.middleware import RequestContextMiddleware
 from idp.services import refresh_tokens
-from idp.services.keys import KeyRing, ensure_keystore, keystore_for
+from idp.services.keyring import KeyRing
+from idp.services.keys import keystore_for
 from idp.services.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
@@ -34,14 +35,12 @@ logger = logging.getLogger(__name__)
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Load the signing keys (creating them on first run), watch the keystore for changes and
-    purge ended refresh-token sessions periodically."""
+    """Load the signing keys (never create them: `idp keys init` or `serve --init-keys` does),
+    watch the keystore for changes and purge ended refresh-token sessions periodically."""
     settings: Settings = app.state.settings
     tasks: list[asyncio.Task[None]] = []
     if app.state.keyring is None:
-        store = keystore_for(settings)
-        await asyncio.to_thread(ensure_keystore, store)
-        keyring = await asyncio.to_thread(KeyRing, store)
+        keyring = await asyncio.to_thread(KeyRing, keystore_for(settings))
         app.state.keyring = keyring
         tasks.append(asyncio.create_task(keyring.watch(settings.keys_reload_interval)))
     if app.state.owns_database and settings.refresh_purge_interval > 0:

@@ -24,7 +24,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, c
 from idp.configuration.database import Database
 from idp.configuration.settings import Settings
 from idp.main import create_app
-from idp.services.keys import KeyRing, KeyStore
+from idp.services.keyring import KeyRing
+from idp.services.keys import KeyStore
 from tests.live import create_database_if_missing, database_named, execute_sync
 
 ROOT = Path(__file__).resolve().parent.parent

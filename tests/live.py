@@ -195,9 +195,11 @@ def live_server(
     workers: int = 1,
     ready_path: str = "/readyz",
     args: Sequence[str] = (),
+    init_keys: bool = True,
 ) -> Iterator[LiveServer]:
     """Start `idp serve [args]` and wait until `ready_path` answers 200 (/healthz for a server
-    whose database is down on purpose); stop it with SIGTERM afterwards."""
+    whose database is down on purpose); stop it with SIGTERM afterwards. With `init_keys` the
+    server creates its keystore if there is none, like the development command."""
     port = port or free_port()
     keys_dir = keys_dir or workdir / "keys"
     full_env = server_env(database_url, keys_dir, port, **(env or {}))
@@ -213,6 +215,7 @@ def live_server(
                 str(port),
                 "--workers",
                 str(workers),
+                *(["--init-keys"] if init_keys else []),
                 *args,
             ],
             env={**os.environ, **full_env},
@@ -248,6 +251,7 @@ def replicas(
     count: int = 2,
     keys_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
+    init_keys: bool = True,
 ) -> Iterator[list[LiveServer]]:
     """`count` replicas of `idp serve` on one database and one keystore directory, with one
     issuer, as behind a proxy: a token from any of them is valid on all of them."""
@@ -256,7 +260,11 @@ def replicas(
         yield [
             stack.enter_context(
                 live_server(
-                    database_url, workdir, keys_dir=keys_dir or workdir / "keys", env=shared
+                    database_url,
+                    workdir,
+                    keys_dir=keys_dir or workdir / "keys",
+                    env=shared,
+                    init_keys=init_keys,
                 )
             )
             for _ in range(count)

@@ -205,7 +205,11 @@ def test_compose_commands_migrate_then_two_replicas_share_keys_and_see_a_rotatio
     assert serve[:2] == ["idp", "serve"], shlex.join(serve)
     replica_env = _compose_env("idp-1", empty_database, keys, issuer)
     replica_env["IDP_KEYS_RELOAD_INTERVAL"] = "1"
-    with replicas(empty_database, tmp_path, keys_dir=keys, env=replica_env) as (a, b):
+    # No --init-keys: the replicas use the keystore the migrate step created on the volume.
+    with replicas(empty_database, tmp_path, keys_dir=keys, env=replica_env, init_keys=False) as (
+        a,
+        b,
+    ):
         assert _kids(a) == _kids(b)  # byte-identical JWKS, same ETag
         token = httpx.post(
             f"{a.url}/token",

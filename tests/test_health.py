@@ -6,7 +6,7 @@ from httpx import ASGITransport, AsyncClient
 
 from idp.configuration.database import Database
 from idp.main import create_app
-from idp.services.keys import KeyRing
+from idp.services.keyring import KeyRing
 from tests.conftest import make_settings
 
 

@@ -27,7 +27,7 @@ from idp.dependencies.client import address_key
 from idp.main import create_app
 from idp.models import LoginFailure, User
 from idp.services import authentication, lockout, passwords
-from idp.services.keys import KeyRing
+from idp.services.keyring import KeyRing
 from idp.services.permissions import SYSTEM
 from idp.services.ratelimit import RateLimiter
 from tests.conftest import alembic_config, make_settings

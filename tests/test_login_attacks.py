@@ -29,7 +29,7 @@ from idp.schemas.roles import RoleCreate
 from idp.services import authentication, passwords
 from idp.services import roles as roles_service
 from idp.services import users as users_service
-from idp.services.keys import KeyRing
+from idp.services.keyring import KeyRing
 from idp.services.permissions import SYSTEM
 from idp.services.ratelimit import RateLimiter
 from tests.conftest import make_settings

@@ -25,7 +25,8 @@ from idp.configuration.exceptions import (
 )
 from idp.configuration.settings import Settings
 from idp.main import create_app
-from idp.services.keys import KeyRing, KeyStore
+from idp.services.keyring import KeyRing
+from idp.services.keys import KeyStore
 from tests.conftest import ISSUER
 from tests.helpers import PASSWORD, login, make_user
 

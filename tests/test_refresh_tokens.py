@@ -27,7 +27,7 @@ from idp.schemas.roles import RoleCreate
 from idp.services import refresh_tokens
 from idp.services import roles as roles_service
 from idp.services import users as users_service
-from idp.services.keys import KeyRing
+from idp.services.keyring import KeyRing
 from idp.services.permissions import SYSTEM
 from tests.conftest import ISSUER, alembic_config, make_settings
 from tests.helpers import PASSWORD, ManualClock, bearer, login, make_user, refresh

@@ -15,7 +15,7 @@ from idp.configuration.database import Database
 from idp.configuration.settings import Settings
 from idp.main import create_app
 from idp.observability.logging import JsonFormatter, RequestIdFilter
-from idp.services.keys import KeyRing
+from idp.services.keyring import KeyRing
 from tests.conftest import ISSUER
 from tests.helpers import PASSWORD, login, make_user
 

@@ -87,7 +87,8 @@ def test_rotation_prune_and_revoke_on_a_running_server(e2e_database: str, tmp_pa
         _wait_for(lambda: old_active in server.idp("keys", "prune").stdout, timeout=40)
         _wait_for(lambda: old_active not in _jwks_kids(server))
 
-        assert server.idp("keys", "revoke", first_next).returncode == 0
+        revoked = server.idp("keys", "revoke", first_next)
+        assert revoked.returncode == 0, revoked.stderr
         _wait_for(lambda: first_next not in _jwks_kids(server))
         assert _me(server, new_token) == 401  # a revoked key verifies nothing, at once
         assert _kid(_token(server)) == new_next  # revoking the active key promoted next

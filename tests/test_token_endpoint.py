@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.configuration.settings import Settings
 from idp.services import passwords
-from idp.services.keys import KeyRing
+from idp.services.keyring import KeyRing
 from tests.conftest import AUDIENCE, ISSUER
 from tests.helpers import PASSWORD, bearer, hs256, login, make_user, unsigned
 

@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Request, Response
 
 from idp.configuration import metrics
-from idp.services.keys import KeyRing
+from idp.services.keyring import KeyRing
 
 router = APIRouter(tags=["health"])
 

@@ -14,7 +14,7 @@ from idp.dependencies.clock import ClockDep
 from idp.dependencies.database import SessionDep, SettingsDep
 from idp.models import User
 from idp.services import authentication
-from idp.services.keys import KeyRing, KeySet
+from idp.services.keyring import KeyRing, KeySet
 from idp.services.tokens import verify_own_access_token
 
 # Declares the password flow in OpenAPI, so Swagger UI's Authorize button logs in at /token.

@@ -22,7 +22,7 @@ from idp.repository import roles as roles_repo
 from idp.repository import users as users_repo
 from idp.schemas.oauth import IntrospectionResponse, TokenResponse
 from idp.services import authentication, refresh_tokens
-from idp.services.keys import KeySet
+from idp.services.keyring import KeySet
 from idp.services.tokens import issue_access_token, normalize_scope, verify_own_access_token
 
 INACTIVE: Final = IntrospectionResponse(active=False)

@@ -20,7 +20,7 @@ from typing import Any
 
 from idp.configuration.exceptions import InvalidRequestError, InvalidTokenError
 from idp.configuration.settings import Settings
-from idp.services.keys import KeySet
+from idp.services.keyring import KeySet
 from idp_verifier import jws
 from idp_verifier.claims import check_claims
 from idp_verifier.errors import TokenError, UnknownKeyError
