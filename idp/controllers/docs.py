@@ -39,17 +39,17 @@ def page_policy(html: str) -> str:
     hash), styles from this origin (ReDoc and Swagger UI also set inline styles), images from
     this origin or data: URLs, requests to this origin only (ReDoc runs its search in a worker
     it builds from a blob: of its own code)."""
-    hashes = " ".join(
+    scripts = ["'self'"] + [
         "'sha256-{}'".format(
             base64.b64encode(hashlib.sha256(script.encode("utf-8")).digest()).decode("ascii")
         )
         for script in _INLINE_SCRIPT.findall(html)
-    )
+    ]
     return (
-        f"default-src 'none'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; "
+        f"default-src 'none'; script-src {' '.join(scripts)}; style-src 'self' 'unsafe-inline'; "
         "img-src 'self' data:; font-src 'self'; connect-src 'self'; worker-src 'self' blob:; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
-    ).replace("  ", " ")
+    )
 
 
 def _with_policy(page: HTMLResponse) -> HTMLResponse:
