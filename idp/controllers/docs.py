@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Final
 
 import fastapi_offline
-from fastapi import APIRouter, FastAPI, HTTPException, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.openapi.docs import (
     get_redoc_html,
     get_swagger_ui_html,
@@ -30,8 +30,6 @@ ASSETS: Final = {
     "favicon.png": "image/png",
 }
 _INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
-
-router = APIRouter(include_in_schema=False)
 
 
 def page_policy(html: str) -> str:
@@ -58,7 +56,6 @@ def _with_policy(page: HTMLResponse) -> HTMLResponse:
     return page
 
 
-@router.get("/docs")
 async def swagger_ui(request: Request) -> HTMLResponse:
     app: FastAPI = request.app
     root = request.scope.get("root_path", "")
@@ -76,12 +73,10 @@ async def swagger_ui(request: Request) -> HTMLResponse:
     )
 
 
-@router.get("/docs/oauth2-redirect")
 async def swagger_ui_redirect() -> HTMLResponse:
     return _with_policy(get_swagger_ui_oauth2_redirect_html())
 
 
-@router.get("/redoc")
 async def redoc(request: Request) -> HTMLResponse:
     app: FastAPI = request.app
     root = request.scope.get("root_path", "")
@@ -96,7 +91,6 @@ async def redoc(request: Request) -> HTMLResponse:
     )
 
 
-@router.get(ASSETS_PATH + "/{name}")
 async def asset(name: str) -> FileResponse:
     media_type = ASSETS.get(name)
     if media_type is None:
@@ -106,3 +100,14 @@ async def asset(name: str) -> FileResponse:
         media_type=media_type,
         headers={"Cache-Control": "public, max-age=86400"},
     )
+
+
+def install_docs(app: FastAPI) -> None:
+    """Add the pages and assets to `app` itself (not through an included router), so they are
+    listed in `app.routes` like FastAPI's own docs routes were."""
+    app.add_api_route("/docs", swagger_ui, methods=["GET"], include_in_schema=False)
+    app.add_api_route(
+        "/docs/oauth2-redirect", swagger_ui_redirect, methods=["GET"], include_in_schema=False
+    )
+    app.add_api_route("/redoc", redoc, methods=["GET"], include_in_schema=False)
+    app.add_api_route(ASSETS_PATH + "/{name}", asset, methods=["GET"], include_in_schema=False)

@@ -92,6 +92,6 @@ def _head_size(scope: Scope) -> int:
 
 def install_http_hardening(app: FastAPI, settings: Settings) -> None:
     """The offline docs pages, the header limit and the hardening headers, on `app`."""
-    app.include_router(docs.router)
+    docs.install_docs(app)
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(HeaderSizeLimitMiddleware, max_header_size=settings.max_header_size)
