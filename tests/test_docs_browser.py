@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import PASSWORD
 from tests.live import LiveServer, live_server
 
 pytestmark = pytest.mark.slow
@@ -28,6 +29,10 @@ def chromium_path() -> str:
 @pytest.fixture
 def server(e2e_database: str, tmp_path: Path) -> Iterator[LiveServer]:
     with live_server(e2e_database, tmp_path) as server:
+        created = server.idp(
+            "users", "create", "docs-user", "--email", "docs@example.com", stdin=PASSWORD + "\n"
+        )
+        assert created.returncode == 0, created.stderr
         yield server
 
 
@@ -77,9 +82,14 @@ def test_docs_render_offline(
             page.goto(server.url + page_path, wait_until="load")
             page.wait_for_selector(ready_selector, timeout=20_000)
             if page_path == "/docs":
-                # The password flow's dialog opens: Swagger UI read the OAuth2 scheme.
+                # The password flow works under the page's CSP: log in through the dialog.
                 page.click("button.authorize")
-                page.wait_for_selector("input#oauth_username", timeout=10_000)
+                page.fill("input#oauth_username", "docs-user")
+                page.fill("input#oauth_password", PASSWORD)
+                with page.expect_response(server.url + "/token") as token_response:
+                    page.click(".auth-btn-wrapper button.authorize")
+                assert token_response.value.status == 200
+                page.wait_for_selector(".modal-ux button:has-text('Logout')", timeout=10_000)
         finally:
             browser.close()
 
