@@ -116,6 +116,7 @@ async def test_oversized_request_head_is_431(small_head_client: AsyncClient) -> 
     refused = await small_head_client.get("/healthz", headers={"X-Padding": "a" * 5000})
     assert refused.status_code == 431
     assert refused.json() == {"detail": "request header fields too large"}
+    _assert_private(refused)
     many = {f"X-Pad-{n}": "a" * 100 for n in range(50)}
     assert (await small_head_client.get("/healthz", headers=many)).status_code == 431
     long_url = await small_head_client.get("/healthz?q=" + "a" * 5000)

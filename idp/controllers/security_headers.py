@@ -93,5 +93,5 @@ def _head_size(scope: Scope) -> int:
 def install_http_hardening(app: FastAPI, settings: Settings) -> None:
     """The offline docs pages, the header limit and the hardening headers, on `app`."""
     docs.install_docs(app)
-    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(HeaderSizeLimitMiddleware, max_header_size=settings.max_header_size)
+    app.add_middleware(SecurityHeadersMiddleware)  # added last, runs first: the 431 gets them

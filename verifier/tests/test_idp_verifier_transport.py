@@ -47,6 +47,7 @@ def issuer(server: IssuerServer, signer: Signer) -> IssuerServer:
         ("http://localhost:8080", "http://proxy:8080/.well-known/jwks.json"),
         ("https://idp.example.com", "http://10.0.0.5/jwks.json"),
         ("https://idp.example.com", "http://127.0.0.1.nip.io/jwks.json"),
+        ("https://idp.example.com", "http://keys.localhost/jwks.json"),
         ("https://idp.example.com", "ftp://idp.example.com/jwks.json"),
     ],
 )

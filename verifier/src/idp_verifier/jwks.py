@@ -28,9 +28,10 @@ _WEB_SCHEMES = ("https", "http")
 
 
 def is_loopback(host: str) -> bool:
-    """``localhost`` or a loopback address: plain http there never leaves the machine."""
+    """``localhost`` or a loopback address: plain http there never leaves the machine.
+    (Not ``*.localhost``: a resolver is not bound to keep those on the machine.)"""
     host = host.lower().rstrip(".")
-    if host == "localhost" or host.endswith(".localhost"):
+    if host == "localhost":
         return True
     try:
         return ipaddress.ip_address(host).is_loopback
