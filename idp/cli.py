@@ -181,7 +181,12 @@ def serve(
             # Applied again in each worker process, which would otherwise log nothing.
             log_config=logging_config(settings.log_level, settings.log_format),
             proxy_headers=True,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
             server_header=False,
+            # h11 bounds the request head it buffers (httptools does not): a huge header is
+            # cut off at twice IDP_MAX_HEADER_SIZE, below that the app answers 431.
+            http="h11",
+            h11_max_incomplete_event_size=2 * settings.max_header_size,
             timeout_graceful_shutdown=30,
         )
 

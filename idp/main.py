@@ -24,6 +24,7 @@ from idp.controllers import (
 )
 from idp.controllers.errors import install_error_handlers
 from idp.controllers.middleware import BodySizeLimitMiddleware
+from idp.controllers.security_headers import install_http_hardening
 from idp.observability.middleware import RequestContextMiddleware
 from idp.services import refresh_tokens
 from idp.services.keyring import KeyRing
@@ -75,6 +76,9 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
         swagger_ui_init_oauth={"clientId": settings.default_client_id},
+        # Served by controllers/docs.py from a package, not a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.owns_database = database is None
@@ -92,6 +96,7 @@ def create_app(
     app.include_router(admin_audit.router)
     app.include_router(metrics.router)
     # The last added runs first: the request id and access log cover the 413 answers too.
+    install_http_hardening(app, settings)
     app.add_middleware(BodySizeLimitMiddleware, max_body_size=settings.max_body_size)
     app.add_middleware(RequestContextMiddleware)
     return app

@@ -3,7 +3,7 @@ count, a lock expires in real time, a flood from one address leaves the owner in
 operator unlocks, and the rate limit answers 429.
 
 Client addresses other than 127.0.0.1 come from `X-Forwarded-For`, which uvicorn trusts from
-127.0.0.1 (its default `FORWARDED_ALLOW_IPS`), as it would from a reverse proxy."""
+127.0.0.1 (the default `IDP_FORWARDED_ALLOW_IPS`), as it would from a reverse proxy."""
 
 from __future__ import annotations
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, suppress
+from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
@@ -25,6 +28,7 @@ from idp.configuration.settings import Settings
 def create_engine(settings: Settings) -> AsyncEngine:
     """Build the engine for `IDP_DATABASE_URL` with pool and timeout settings applied."""
     if settings.is_sqlite:
+        _private_sqlite_file(settings.database_url)
         engine = create_async_engine(
             settings.database_url,
             hide_parameters=True,
@@ -52,6 +56,23 @@ def create_engine(settings: Settings) -> AsyncEngine:
             },
         },
     )
+
+
+def _private_sqlite_file(url: str) -> None:
+    """Create the SQLite file owner-only (0600) before SQLite does, or make an existing one so:
+    it holds password hashes. SQLite gives its -wal and -shm files the database file's mode."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if file.exists() and file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+    except OSError:
+        # A missing directory or a file owned by another user: SQLite reports it on connect.
+        pass
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -141,6 +142,19 @@ class Settings(BaseSettings):
         description="Largest request body accepted, in bytes; a larger one is answered 413.",
     )
 
+    max_header_size: int = Field(
+        16_384,
+        ge=1024,
+        le=1_048_576,
+        description="Largest request head (request line and headers) accepted, in bytes; "
+        "larger headers are answered 431 and the server buffers at most twice this.",
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Comma list of proxy addresses or networks whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed (`*` is refused: any client could pick its address).",
+    )
+
     # Logs
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Least severe level logged."
@@ -183,6 +197,20 @@ class Settings(BaseSettings):
         if not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
             raise ValueError("use postgresql+asyncpg://... or sqlite+aiosqlite:///...")
         return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _named_proxies_only(cls, value: str) -> str:
+        entries = [part.strip() for part in value.split(",") if part.strip()]
+        if "*" in entries:
+            raise ValueError(
+                "`*` would let every client choose its own address; name the proxy's "
+                "address or network"
+            )
+        for entry in entries:
+            if not entry.startswith("unix:"):
+                ipaddress.ip_network(entry, strict=False)  # a ValueError names the bad entry
+        return ",".join(entries)
 
     @model_validator(mode="after")
     def _coherent(self) -> Settings:

@@ -149,6 +149,7 @@ def test_cached_keys_survive_a_failing_issuer(
         clock.advance(301)
         with caplog.at_level(logging.WARNING, "idp_verifier"):
             verifier.verify(token)
+            verifier.wait_for_refresh()
 
     assert "keeping the 1 cached keys" in caplog.text
 
