@@ -26,6 +26,7 @@ from idp.configuration.database import Database, is_unavailable
 from idp.configuration.exceptions import IdpError
 from idp.configuration.logging import configure_logging, logging_config
 from idp.configuration.metrics import MULTIPROC_ENV
+from idp.configuration.migrations import SchemaState, require_schema
 from idp.configuration.settings import Settings, get_settings
 from idp.schemas.roles import RoleCreate
 from idp.schemas.users import UserCreate
@@ -93,6 +94,7 @@ def run_with_database(work: Callable[[Database, Settings], Awaitable[T]]) -> T:
     async def main() -> T:
         database = Database(settings)
         try:
+            await require_schema(database)  # "run `idp db upgrade`" rather than a SQL error
             return await work(database, settings)
         finally:
             await database.dispose()
@@ -151,6 +153,7 @@ def serve(
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    check_schema_before_serving()
     if settings.bootstrap_admin_username:
         bootstrap_admin(generate=False, quiet=True)
     # uvicorn finishes the requests in flight on SIGTERM, then raises the signal again for the
@@ -169,6 +172,19 @@ def serve(
             server_header=False,
             timeout_graceful_shutdown=30,
         )
+
+
+def check_schema_before_serving() -> None:
+    """Refuse a database behind head in one line; an unreachable one is left to /readyz."""
+
+    async def check(database: Database, _settings: Settings) -> SchemaState | None:
+        return await require_schema(database)
+
+    state = run_with_database(check)
+    if state is None:
+        logger.warning("database unreachable at start; /readyz answers 503 until it answers")
+    elif state is SchemaState.AHEAD:
+        logger.warning("database migrated by a newer release than this one")
 
 
 def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:

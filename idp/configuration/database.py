@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
@@ -105,6 +106,12 @@ def is_invalid_data(exc: BaseException) -> bool:
     return any(isinstance(error, asyncpg.exceptions.DataError) for error in _chain(exc))
 
 
+@dataclass(frozen=True, slots=True)
+class DatabaseProbe:
+    reachable: bool
+    revision: str | None
+
+
 class Database:
     """Engine plus session factory. `bind` lets tests run every session inside one transaction."""
 
@@ -149,12 +156,22 @@ class Database:
 
     async def ping(self) -> bool:
         """True when the database answers a trivial query."""
+        return (await self.probe()).reachable
+
+    async def probe(self) -> DatabaseProbe:
+        """Whether the database answers, and its Alembic revision (None: not migrated at all)."""
         try:
             async with self.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
+                try:
+                    revision = (
+                        await connection.execute(text("SELECT version_num FROM alembic_version"))
+                    ).scalar_one_or_none()
+                except Exception:  # no alembic_version table: an empty database
+                    revision = None
         except Exception:
-            return False
-        return True
+            return DatabaseProbe(reachable=False, revision=None)
+        return DatabaseProbe(reachable=True, revision=revision)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
