@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import QueuePool
 
 from idp.configuration.exceptions import IdpError, ServiceUnavailableError, ValidationFailedError
 from idp.configuration.settings import Settings
@@ -172,6 +173,14 @@ class Database:
         except Exception:
             return DatabaseProbe(reachable=False, revision=None)
         return DatabaseProbe(reachable=True, revision=revision)
+
+    def pool_status(self) -> tuple[int, int, int] | None:
+        """(size, checked out, overflow) of a queue pool; None for pools that keep no count."""
+        pool = self.engine.pool
+        if not isinstance(pool, QueuePool):
+            return None
+        # `overflow()` counts from -size up while the pool fills; only the excess is overflow.
+        return pool.size(), pool.checkedout(), max(0, pool.overflow())
 
     async def dispose(self) -> None:
         await self.engine.dispose()
