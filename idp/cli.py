@@ -11,7 +11,6 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
-from pathlib import Path
 from types import FrameType
 from typing import Annotated, TypeVar
 
@@ -21,6 +20,7 @@ from alembic.config import Config
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from idp.configuration import migrations
 from idp.configuration.clock import Clock
 from idp.configuration.database import Database, is_unavailable
 from idp.configuration.exceptions import IdpError
@@ -57,8 +57,6 @@ app.add_typer(roles_app, name="roles")
 app.add_typer(keys_app, name="keys")
 tokens_app = typer.Typer(help="Refresh tokens and the sessions they keep.", no_args_is_help=True)
 app.add_typer(tokens_app, name="tokens")
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def fail(message: str) -> typer.Exit:
@@ -213,10 +211,7 @@ def shared_metrics_dir(workers: int) -> Iterator[None]:
 
 
 def alembic_config() -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
-    config.attributes["database_url"] = load_settings().database_url
-    return config
+    return migrations.alembic_config(load_settings().database_url)
 
 
 def run_alembic(action: Callable[[], None]) -> None:

@@ -53,9 +53,8 @@ class SchemaHead:
 
     def behind_message(self, revision: str | None) -> str:
         """The one line an operator sees for a database that needs migrating."""
-        return f"database at revision {revision or 'base (empty)'}, head is {self.head}: " + (
-            UPGRADE_HINT
-        )
+        current = revision or "base (empty)"
+        return f"database at revision {current}, head is {self.head}: {UPGRADE_HINT}"
 
 
 @functools.cache
