@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from fastapi import APIRouter, Request, Response, status
 
 from idp.configuration.migrations import SchemaHead, SchemaState
@@ -11,7 +9,6 @@ from idp.dependencies.database import DatabaseDep
 from idp.schemas.health import Health, Readiness
 
 router = APIRouter(tags=["health"])
-logger = logging.getLogger(__name__)
 
 
 @router.get("/healthz", response_model=Health)
@@ -36,8 +33,6 @@ async def readyz(request: Request, response: Response, database: DatabaseDep) ->
     probe = await database.probe()
     head: SchemaHead = request.app.state.schema_head
     schema_ok = probe.reachable and head.state(probe.revision) is not SchemaState.BEHIND
-    if probe.reachable and not schema_ok:
-        logger.warning("not ready: %s", head.behind_message(probe.revision))
     key_ok = getattr(request.app.state, "keyring", None) is not None
     ready = schema_ok and key_ok
     if not ready:
