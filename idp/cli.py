@@ -21,13 +21,14 @@ from pydantic import BaseModel, ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from idp.configuration import migrations
 from idp.configuration.clock import Clock
 from idp.configuration.database import Database, is_unavailable
 from idp.configuration.exceptions import IdpError
 from idp.configuration.metrics import MULTIPROC_ENV
+from idp.configuration.migrations import SchemaState, require_schema
 from idp.configuration.settings import Settings, get_settings
 from idp.observability.logging import configure_logging, logging_config
-from idp.repository.keystore import KeyRecord
 from idp.schemas.roles import RoleCreate
 from idp.schemas.users import UserCreate
 from idp.services import keys as keys_service
@@ -35,7 +36,7 @@ from idp.services import lockout as lockout_service
 from idp.services import refresh_tokens
 from idp.services import roles as roles_service
 from idp.services import users as users_service
-from idp.services.keys import KeyStore, ensure_keystore, keystore_for
+from idp.services.keys import KeyRecord, KeyStore, ensure_keystore, keystore_for
 from idp.services.permissions import SYSTEM, Actor
 
 if TYPE_CHECKING:  # Alembic is imported by the `db` commands only: start-up stays fast.
@@ -62,8 +63,6 @@ app.add_typer(roles_app, name="roles")
 app.add_typer(keys_app, name="keys")
 tokens_app = typer.Typer(help="Refresh tokens and the sessions they keep.", no_args_is_help=True)
 app.add_typer(tokens_app, name="tokens")
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def fail(message: str) -> typer.Exit:
@@ -99,6 +98,7 @@ def run_with_database(work: Callable[[Database, Settings], Awaitable[T]]) -> T:
     async def main() -> T:
         database = Database(settings)
         try:
+            await require_schema(database)  # "run `idp db upgrade`" rather than a SQL error
             return await work(database, settings)
         finally:
             await database.dispose()
@@ -166,6 +166,7 @@ def serve(
     configure_logging(settings.log_level, settings.log_format)
     # Checked here, so a wrong IDP_KEYS_DIR is one line before any worker starts.
     run_keys(lambda store: ensure_keystore(store) if init_keys else store.load())
+    check_schema_before_serving()
     if settings.bootstrap_admin_username:
         bootstrap_admin(generate=False, quiet=True)
     # uvicorn finishes the requests in flight on SIGTERM, then raises the signal again for the
@@ -189,6 +190,19 @@ def serve(
             h11_max_incomplete_event_size=2 * settings.max_header_size,
             timeout_graceful_shutdown=30,
         )
+
+
+def check_schema_before_serving() -> None:
+    """Refuse a database behind head in one line; an unreachable one is left to /readyz."""
+
+    async def check(database: Database, _settings: Settings) -> SchemaState | None:
+        return await require_schema(database)
+
+    state = run_with_database(check)
+    if state is None:
+        logger.warning("database unreachable at start; /readyz answers 503 until it answers")
+    elif state is SchemaState.AHEAD:
+        logger.warning("database migrated by a newer release than this one")
 
 
 def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
@@ -217,12 +231,7 @@ def shared_metrics_dir(workers: int) -> Iterator[None]:
 
 
 def alembic_config() -> Config:
-    from alembic.config import Config
-
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
-    config.attributes["database_url"] = load_settings().database_url
-    return config
+    return migrations.alembic_config(load_settings().database_url)
 
 
 def run_alembic(action: Callable[[], None]) -> None:

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 
 from idp.configuration.clock import Clock
 from idp.configuration.database import Database
+from idp.configuration.migrations import schema_head
 from idp.configuration.settings import Settings, get_settings
 from idp.controllers import (
     admin_audit,
@@ -85,6 +86,7 @@ def create_app(
     app.state.database = database or Database(settings)
     app.state.keyring = keyring
     app.state.clock = clock or Clock()
+    app.state.schema_head = schema_head()  # read from the migration scripts once per process
     app.state.token_rate_limiter = RateLimiter(settings.token_rate_limit)
     install_error_handlers(app)
     app.include_router(oauth.router)

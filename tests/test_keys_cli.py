@@ -134,6 +134,7 @@ def test_serve_with_init_keys_creates_the_keystore_and_keeps_an_existing_one(
     served: list[str] = []
     monkeypatch.setattr("uvicorn.run", lambda target, **_: served.append(target))
 
+    assert idp("db", "upgrade").exit_code == 0  # serve refuses a database behind head
     assert idp("serve", "--init-keys").exit_code == 0
     first = table(idp("keys", "list"))
     assert idp("serve").exit_code == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import QueuePool
 
 from idp.configuration.exceptions import IdpError, ServiceUnavailableError, ValidationFailedError
 from idp.configuration.settings import Settings
@@ -126,6 +128,12 @@ def is_invalid_data(exc: BaseException) -> bool:
     return any(isinstance(error, asyncpg.exceptions.DataError) for error in _chain(exc))
 
 
+@dataclass(frozen=True, slots=True)
+class DatabaseProbe:
+    reachable: bool
+    revision: str | None
+
+
 class Database:
     """Engine plus session factory. `bind` lets tests run every session inside one transaction."""
 
@@ -167,12 +175,30 @@ class Database:
 
     async def ping(self) -> bool:
         """True when the database answers a trivial query."""
+        return (await self.probe()).reachable
+
+    async def probe(self) -> DatabaseProbe:
+        """Whether the database answers, and its Alembic revision (None: not migrated at all)."""
         try:
             async with self.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
+                try:
+                    revision = (
+                        await connection.execute(text("SELECT version_num FROM alembic_version"))
+                    ).scalar_one_or_none()
+                except Exception:  # no alembic_version table: an empty database
+                    revision = None
         except Exception:
-            return False
-        return True
+            return DatabaseProbe(reachable=False, revision=None)
+        return DatabaseProbe(reachable=True, revision=revision)
+
+    def pool_status(self) -> tuple[int, int, int] | None:
+        """(size, checked out, overflow) of a queue pool; None for pools that keep no count."""
+        pool = self.engine.pool
+        if not isinstance(pool, QueuePool):
+            return None
+        # `overflow()` counts from -size up while the pool fills; only the excess is overflow.
+        return pool.size(), pool.checkedout(), max(0, pool.overflow())
 
     async def dispose(self) -> None:
         await self.engine.dispose()

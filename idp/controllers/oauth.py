@@ -90,6 +90,7 @@ async def token(
             )
     else:
         raise UnsupportedGrantTypeError(f"grant_type {grant_type[:40]!r} is not supported")
+    metrics.count_issued(grant_type)
     return JSONResponse(result.model_dump(exclude_none=True), headers=NO_STORE)
 
 

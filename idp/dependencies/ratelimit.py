@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Form, Request
 
+from idp.configuration import metrics
 from idp.configuration.exceptions import TooManyRequestsError
 from idp.dependencies.client import ClientAddressDep
 from idp.services.ratelimit import RateLimiter
@@ -33,6 +34,7 @@ def _take(request: Request, client_address: str) -> None:
     limiter: RateLimiter = request.app.state.token_rate_limiter
     retry_after = limiter.hit(client_address)
     if retry_after is not None:
+        metrics.LOGINS.labels(outcome=metrics.RATE_LIMITED).inc()
         raise TooManyRequestsError(
             retry_after, "too many login attempts from this address; retry later"
         )

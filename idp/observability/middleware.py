@@ -42,8 +42,22 @@ def route_template(scope: Scope) -> str:
     context = (
         fastapi_scope.get("effective_route_context") if isinstance(fastapi_scope, dict) else None
     )
-    template = getattr(context, "path_format", None) or getattr(scope.get("route"), "path", None)
+    template = (
+        getattr(context, "path_format", None)
+        or getattr(scope.get("route"), "path", None)
+        or _plain_route_path(scope)
+    )
     return template if isinstance(template, str) and template else metrics.UNMATCHED_ROUTE
+
+
+def _plain_route_path(scope: Scope) -> str | None:
+    """Plain Starlette routes (the docs pages) leave only their endpoint in the scope: the path
+    of the app's route with that endpoint."""
+    endpoint = scope.get("endpoint")
+    router = getattr(scope.get("app"), "router", None)
+    if endpoint is None or router is None:
+        return None
+    return next((r.path for r in router.routes if getattr(r, "endpoint", None) is endpoint), None)
 
 
 class RequestContextMiddleware:

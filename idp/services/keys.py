@@ -29,12 +29,16 @@ from idp.repository.keystore import (
     RSA_BITS,
     Change,
     Fingerprint,
-    KeyRecord,
-    KeyState,
     KeystoreFiles,
     PrivateKey,
     key_bits,
     ordered,
+)
+from idp.repository.keystore import (
+    KeyRecord as KeyRecord,
+)
+from idp.repository.keystore import (
+    KeyState as KeyState,
 )
 from idp.services import audit
 from idp.services.keyring import KeySet, load_keyset

@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-from idp_verifier_testkit import AUDIENCE, FakeClock, Signer
 
 from idp_verifier import (
     Claims,
@@ -20,6 +19,7 @@ from idp_verifier import (
 )
 from idp_verifier.cache import VerifiedTokenCache
 from idp_verifier.keys import VerificationKey
+from idp_verifier.testing import AUDIENCE, FakeClock, Signer
 
 ISSUER = "https://idp.example.com"
 JWKS_URI = f"{ISSUER}/.well-known/jwks.json"

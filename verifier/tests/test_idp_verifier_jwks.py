@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from idp_verifier_testkit import AUDIENCE, DROP, FakeClock, IssuerServer, Signer
 
 from idp_verifier import (
     JWKSUnavailableError,
@@ -18,6 +17,7 @@ from idp_verifier import (
     UnknownKeyError,
 )
 from idp_verifier.jwks import cache_max_age, metadata_urls
+from idp_verifier.testing import AUDIENCE, DROP, FakeClock, IssuerServer, Signer
 
 JWKS = "/.well-known/jwks.json"
 METADATA = "/.well-known/oauth-authorization-server"

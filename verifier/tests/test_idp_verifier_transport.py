@@ -10,9 +10,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from idp_verifier_testkit import AUDIENCE, FakeClock, IssuerServer, Signer
 
 from idp_verifier import JWKSUnavailableError, SyncTokenVerifier, TokenVerifier
+from idp_verifier.testing import AUDIENCE, FakeClock, IssuerServer, Signer
 
 JWKS = "/.well-known/jwks.json"
 SLOW = 3.0  # seconds the issuer takes to answer once keys are cached
