@@ -107,11 +107,12 @@ def _one_line(result: object) -> str:
 def test_serve_and_the_cli_refuse_a_database_behind_head(scratch_url: str, tmp_path: Path) -> None:
     env = {"IDP_DATABASE_URL": scratch_url, "IDP_KEYS_DIR": str(tmp_path / "keys")}
     head = schema_head().head
+    assert run_idp("keys", "init", env=env, timeout=60).returncode == 0
     # Empty: serve refuses before binding a port, naming both revisions and the fix.
-    line = _one_line(run_idp("serve", "--init-keys", "--port", "9", env=env, timeout=30))
+    line = _one_line(run_idp("serve", "--port", "9", env=env, timeout=30))
     assert line == f"error: database at revision base (empty), head is {head}: run `idp db upgrade`"
     command.upgrade(alembic_config(scratch_url), FIRST_REVISION)
-    line = _one_line(run_idp("serve", "--init-keys", "--port", "9", env=env, timeout=30))
+    line = _one_line(run_idp("serve", "--port", "9", env=env, timeout=30))
     assert f"database at revision {FIRST_REVISION}, head is {head}" in line
     # Commands that need the schema say the same instead of a SQL error.
     for args in (("users", "list"), ("roles", "list"), ("tokens", "purge")):
