@@ -14,7 +14,8 @@ from bench.common import PASSWORD, Report, Sizes, median
 from idp.configuration.database import Database
 from idp.configuration.settings import Settings
 from idp.main import create_app
-from idp.services.keys import KeyRing, keystore_for
+from idp.services.keyring import KeyRing
+from idp.services.keys import keystore_for
 from tests.live import LiveServer
 
 

@@ -55,6 +55,28 @@ async def run(report: Report, sizes: Sizes, server: LiveServer, users: list[str]
             f"{bcrypt_median * 1000:.1f} ms",
         )
 
+        # 3b. Enumeration by timing (issue 13, item 4): a password bcrypt cannot check (over
+        # 72 bytes) for an existing and an unknown account, interleaved; 1.0 tells nothing.
+        existing, unknown = [], []
+        for _ in range(sizes.login_samples):
+            for username, samples in (("bench", existing), ("nobody-of-the-bench", unknown)):
+                start = time.perf_counter()
+                response = await client.post(
+                    "/token",
+                    data={"grant_type": "password", "username": username, "password": "x" * 73},
+                )
+                samples.append(time.perf_counter() - start)
+                assert response.status_code == 400
+        ratio = median(unknown) / median(existing)
+        report.add(
+            "3b long-password login, unknown vs existing account",
+            ratio,
+            "0.9 to 1.1",
+            0.9 <= ratio <= 1.1,
+            f"median unknown {median(unknown) * 1000:.2f} ms, "
+            f"existing {median(existing) * 1000:.2f} ms",
+        )
+
         # 5 (idle part). JWKS latency with nothing else running.
         idle = await _latencies(client, "/.well-known/jwks.json", 300)
 

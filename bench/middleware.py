@@ -23,9 +23,11 @@ from typing import Any
 from starlette.types import ASGIApp, Message
 
 from idp.configuration.settings import Settings
-from idp.controllers.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from idp.controllers.middleware import BodySizeLimitMiddleware
 from idp.main import create_app
-from idp.services.keys import KeyRing, KeyStore
+from idp.observability.middleware import RequestContextMiddleware
+from idp.services.keyring import KeyRing
+from idp.services.keys import KeyStore
 
 ROUNDS = 7
 

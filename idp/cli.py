@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import getpass
 import logging
 import os
 import signal
@@ -13,27 +14,33 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import typer
-from alembic import command
-from alembic.config import Config
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from idp.configuration import migrations
 from idp.configuration.clock import Clock
 from idp.configuration.database import Database, is_unavailable
 from idp.configuration.exceptions import IdpError
-from idp.configuration.logging import configure_logging, logging_config
 from idp.configuration.metrics import MULTIPROC_ENV
+from idp.configuration.migrations import SchemaState, require_schema
 from idp.configuration.settings import Settings, get_settings
+from idp.observability.logging import configure_logging, logging_config
 from idp.schemas.roles import RoleCreate
 from idp.schemas.users import UserCreate
+from idp.services import keys as keys_service
 from idp.services import lockout as lockout_service
 from idp.services import refresh_tokens
 from idp.services import roles as roles_service
 from idp.services import users as users_service
-from idp.services.keys import KeyRecord, KeyStore, keystore_for
+from idp.services.keys import KeyRecord, KeyStore, ensure_keystore, keystore_for
+from idp.services.permissions import SYSTEM, Actor
+
+if TYPE_CHECKING:  # Alembic is imported by the `db` commands only: start-up stays fast.
+    from alembic.config import Config
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -56,8 +63,6 @@ app.add_typer(roles_app, name="roles")
 app.add_typer(keys_app, name="keys")
 tokens_app = typer.Typer(help="Refresh tokens and the sessions they keep.", no_args_is_help=True)
 app.add_typer(tokens_app, name="tokens")
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def fail(message: str) -> typer.Exit:
@@ -93,6 +98,7 @@ def run_with_database(work: Callable[[Database, Settings], Awaitable[T]]) -> T:
     async def main() -> T:
         database = Database(settings)
         try:
+            await require_schema(database)  # "run `idp db upgrade`" rather than a SQL error
             return await work(database, settings)
         finally:
             await database.dispose()
@@ -145,12 +151,22 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to bind.")] = 8000,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    init_keys: Annotated[
+        bool,
+        typer.Option(
+            "--init-keys",
+            help="Create the keystore in IDP_KEYS_DIR if there is none (first development run).",
+        ),
+    ] = False,
 ) -> None:
-    """Serve the HTTP API with uvicorn (creates the keystore on first run)."""
+    """Serve the HTTP API with uvicorn; the keystore must exist unless --init-keys."""
     import uvicorn
 
     settings = load_settings()
     configure_logging(settings.log_level, settings.log_format)
+    # Checked here, so a wrong IDP_KEYS_DIR is one line before any worker starts.
+    run_keys(lambda store: ensure_keystore(store) if init_keys else store.load())
+    check_schema_before_serving()
     if settings.bootstrap_admin_username:
         bootstrap_admin(generate=False, quiet=True)
     # uvicorn finishes the requests in flight on SIGTERM, then raises the signal again for the
@@ -166,9 +182,27 @@ def serve(
             # Applied again in each worker process, which would otherwise log nothing.
             log_config=logging_config(settings.log_level, settings.log_format),
             proxy_headers=True,
+            forwarded_allow_ips=settings.forwarded_allow_ips,
             server_header=False,
+            # h11 bounds the request head it buffers (httptools does not): a huge header is
+            # cut off at twice IDP_MAX_HEADER_SIZE, below that the app answers 431.
+            http="h11",
+            h11_max_incomplete_event_size=2 * settings.max_header_size,
             timeout_graceful_shutdown=30,
         )
+
+
+def check_schema_before_serving() -> None:
+    """Refuse a database behind head in one line; an unreachable one is left to /readyz."""
+
+    async def check(database: Database, _settings: Settings) -> SchemaState | None:
+        return await require_schema(database)
+
+    state = run_with_database(check)
+    if state is None:
+        logger.warning("database unreachable at start; /readyz answers 503 until it answers")
+    elif state is SchemaState.AHEAD:
+        logger.warning("database migrated by a newer release than this one")
 
 
 def _exit_cleanly(_signum: int, _frame: FrameType | None) -> None:
@@ -197,10 +231,7 @@ def shared_metrics_dir(workers: int) -> Iterator[None]:
 
 
 def alembic_config() -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
-    config.attributes["database_url"] = load_settings().database_url
-    return config
+    return migrations.alembic_config(load_settings().database_url)
 
 
 def run_alembic(action: Callable[[], None]) -> None:
@@ -215,18 +246,24 @@ def run_alembic(action: Callable[[], None]) -> None:
 @db_app.command("upgrade")
 def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Migrate the database up to REVISION (default: head)."""
+    from alembic import command
+
     run_alembic(lambda: command.upgrade(alembic_config(), revision))
 
 
 @db_app.command("downgrade")
 def db_downgrade(revision: str) -> None:
     """Migrate the database down to REVISION (`base` removes everything)."""
+    from alembic import command
+
     run_alembic(lambda: command.downgrade(alembic_config(), revision))
 
 
 @db_app.command("current")
 def db_current() -> None:
     """Show the database's current revision."""
+    from alembic import command
+
     run_alembic(lambda: command.current(alembic_config(), verbose=False))
 
 
@@ -247,7 +284,7 @@ def users_create(
     )
 
     async def work(session: AsyncSession, settings: Settings) -> None:
-        user = await users_service.create_user(session, settings, data)
+        user = await users_service.create_user(session, settings, data, actor=SYSTEM)
         typer.echo(f"created user {user.username} ({user.id})")
 
     run_in_session(work)
@@ -275,7 +312,7 @@ def users_list() -> None:
 def set_active(username: str, active: bool) -> None:
     async def work(session: AsyncSession, _settings: Settings) -> None:
         user = await users_service.get_by_username(session, username)
-        await users_service.set_active(session, user, active)
+        await users_service.set_active(session, user, active, actor=SYSTEM, now=Clock().now())
         typer.echo(f"{'enabled' if active else 'disabled'} {user.username}")
 
     run_in_session(work)
@@ -299,7 +336,9 @@ def users_unlock(username: str) -> None:
 
     async def work(session: AsyncSession, _settings: Settings) -> None:
         user = await users_service.get_by_username(session, username)
-        was_locked = await lockout_service.unlock_user(session, user, now=Clock().now())
+        was_locked = await lockout_service.unlock_user(
+            session, user, now=Clock().now(), actor=SYSTEM
+        )
         typer.echo(
             f"unlocked {user.username}"
             if was_locked
@@ -316,7 +355,9 @@ def users_set_password(username: str) -> None:
 
     async def work(session: AsyncSession, settings: Settings) -> None:
         user = await users_service.get_by_username(session, username)
-        await users_service.set_password(session, settings, user, password)
+        await users_service.set_password(
+            session, settings, user, password, actor=SYSTEM, now=Clock().now()
+        )
         typer.echo(f"password set for {user.username}")
 
     run_in_session(work)
@@ -388,7 +429,7 @@ def roles_create(
     data = validated(RoleCreate, name=name, description=description, permissions=permission or [])
 
     async def work(session: AsyncSession, _settings: Settings) -> None:
-        role = await roles_service.create_role(session, data)
+        role = await roles_service.create_role(session, data, actor=SYSTEM)
         typer.echo(f"created role {role.name}")
 
     run_in_session(work)
@@ -412,7 +453,7 @@ def roles_grant(username: str, role: str) -> None:
 
     async def work(session: AsyncSession, _settings: Settings) -> None:
         user = await users_service.get_by_username(session, username)
-        changed = await roles_service.grant_role(session, user, role)
+        changed = await roles_service.grant_role(session, user, role, actor=SYSTEM)
         typer.echo(
             f"granted {role} to {user.username}"
             if changed
@@ -428,7 +469,7 @@ def roles_revoke(username: str, role: str) -> None:
 
     async def work(session: AsyncSession, _settings: Settings) -> None:
         user = await users_service.get_by_username(session, username)
-        await roles_service.revoke_role(session, user, role)
+        await roles_service.revoke_role(session, user, role, actor=SYSTEM)
         typer.echo(f"revoked {role} from {user.username}")
 
     run_in_session(work)
@@ -470,16 +511,64 @@ def run_keys(action: Callable[[KeyStore], T]) -> T:
         raise fail(f"keystore: {exc.strerror or exc}") from None
 
 
+def operator() -> Actor:
+    """The operating-system user running the command, as the audit log records key changes."""
+    try:
+        name = getpass.getuser()
+    except (OSError, KeyError):  # no name for this uid, e.g. in a container
+        name = f"uid {os.getuid()}"
+    return Actor(user_id=None, username=f"os:{name}"[:150])
+
+
+def database_configured(settings: Settings) -> bool:
+    """False for an SQLite file that does not exist: auditing must not create an empty one."""
+    if not settings.is_sqlite:
+        return True
+    path = make_url(settings.database_url).database
+    return path is not None and path not in ("", ":memory:") and Path(path).is_file()
+
+
+def audit_keys(record: Callable[[AsyncSession, Actor], Awaitable[None]]) -> None:
+    """Write a key change to the audit log when a database is configured.
+
+    The change is already made: a database that cannot take the event is a warning, not a
+    failure of the command.
+    """
+    settings = load_settings()
+    if not database_configured(settings):
+        return
+
+    async def main() -> None:
+        database = Database(settings)
+        try:
+            async with database.session() as session:
+                await record(session, operator())
+        finally:
+            await database.dispose()
+
+    try:
+        asyncio.run(main())
+    except Exception as exc:
+        reason = "database unreachable" if is_unavailable(exc) else type(exc).__name__
+        typer.secho(
+            f"warning: the key change is not in the audit log ({reason}; "
+            "is the database migrated with `idp db upgrade`?)",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
+
+
 def print_keys(records: list[KeyRecord]) -> None:
     def when(value: datetime | None) -> str:
         return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
 
-    rows = [("kid", "alg", "state", "created", "activated", "retired", "removable-after")]
+    rows = [("kid", "alg", "state", "size", "created", "activated", "retired", "removable-after")]
     rows += [
         (
             r.kid,
             r.alg,
             r.state.value,
+            str(r.bits) if r.bits else "?",
             when(r.created_at),
             when(r.activated_at),
             when(r.retired_at),
@@ -494,16 +583,30 @@ def print_keys(records: list[KeyRecord]) -> None:
         )
 
 
-AlgOption = Annotated[str | None, typer.Option("--alg", help="RS256 (default), ES256 or EdDSA.")]
+AlgOption = Annotated[
+    str | None,
+    typer.Option(
+        "--alg",
+        help="RS256, ES256 or EdDSA for new keys (default: that of the current keys; "
+        "RS256 for a new keystore).",
+        show_default=False,
+    ),
+]
 BitsOption = Annotated[
-    int, typer.Option("--rsa-bits", help="RSA modulus size: 2048, 3072 or 4096.")
+    int | None,
+    typer.Option(
+        "--rsa-bits",
+        help="RSA size of new RS256 keys: 2048, 3072 or 4096 (default: that of the current "
+        "key; 2048 for a new keystore).",
+        show_default=False,
+    ),
 ]
 
 
 @keys_app.command("init")
-def keys_init(alg: AlgOption = None, rsa_bits: BitsOption = 2048) -> None:
-    """Create the first active key and the next one (no-op when they exist)."""
-    print_keys(run_keys(lambda store: store.init(alg or "RS256", rsa_bits)))
+def keys_init(alg: AlgOption = None, rsa_bits: BitsOption = None) -> None:
+    """Create the keystore: an active key and a next one (no-op when they exist)."""
+    print_keys(run_keys(lambda store: store.init(alg, rsa_bits)))
 
 
 @keys_app.command("rotate")
@@ -512,15 +615,19 @@ def keys_rotate(
         bool, typer.Option(help="Promote even if `next` was published too recently.")
     ] = False,
     alg: AlgOption = None,
-    rsa_bits: BitsOption = 2048,
+    rsa_bits: BitsOption = None,
 ) -> None:
     """Promote `next` to active, retire the active key, publish a new `next`."""
-    print_keys(run_keys(lambda store: store.rotate(force=force, alg=alg, rsa_bits=rsa_bits)))
+    records = run_keys(lambda store: store.rotate(force=force, alg=alg, rsa_bits=rsa_bits))
+    print_keys(records)
+    audit_keys(
+        lambda session, actor: keys_service.record_rotation(session, actor, records, forced=force)
+    )
 
 
 @keys_app.command("list")
 def keys_list() -> None:
-    """Show every key: kid, alg, state, created, activated, retired, removable-after."""
+    """Show every key: kid, alg, state, size, created, activated, retired, removable-after."""
     print_keys(run_keys(lambda store: store.list()))
 
 
@@ -529,6 +636,7 @@ def keys_revoke(kid: str) -> None:
     """Remove a (compromised) key from the JWKS at once."""
     record = run_keys(lambda store: store.revoke(kid))
     typer.echo(f"revoked {record.kid} ({record.state.value}); servers drop it within seconds")
+    audit_keys(lambda session, actor: keys_service.record_revocation(session, actor, record))
 
 
 @keys_app.command("prune")
@@ -536,6 +644,8 @@ def keys_prune() -> None:
     """Remove retired keys whose last tokens have expired."""
     removed = run_keys(lambda store: store.prune())
     typer.echo(f"removed {', '.join(removed)}" if removed else "nothing to prune")
+    if removed:
+        audit_keys(lambda session, actor: keys_service.record_prune(session, actor, removed))
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 
 from idp.configuration.clock import Clock
 from idp.configuration.database import Database
+from idp.configuration.migrations import schema_head
 from idp.configuration.settings import Settings, get_settings
 from idp.controllers import (
     admin_audit,
@@ -25,9 +26,12 @@ from idp.controllers import (
     wellknown,
 )
 from idp.controllers.errors import install_error_handlers
-from idp.controllers.middleware import BodySizeLimitMiddleware, RequestContextMiddleware
+from idp.controllers.middleware import BodySizeLimitMiddleware
+from idp.controllers.security_headers import install_http_hardening
+from idp.observability.middleware import RequestContextMiddleware
 from idp.services import refresh_tokens
-from idp.services.keys import KeyRing, ensure_keystore, keystore_for
+from idp.services.keyring import KeyRing
+from idp.services.keys import keystore_for
 from idp.services.ratelimit import RateLimiter
 
 logger = logging.getLogger(__name__)
@@ -35,14 +39,12 @@ logger = logging.getLogger(__name__)
 
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    """Load the signing keys (creating them on first run), watch the keystore for changes and
-    purge ended refresh-token sessions periodically."""
+    """Load the signing keys (never create them: `idp keys init` or `serve --init-keys` does),
+    watch the keystore for changes and purge ended refresh-token sessions periodically."""
     settings: Settings = app.state.settings
     tasks: list[asyncio.Task[None]] = []
     if app.state.keyring is None:
-        store = keystore_for(settings)
-        await asyncio.to_thread(ensure_keystore, store)
-        keyring = await asyncio.to_thread(KeyRing, store)
+        keyring = await asyncio.to_thread(KeyRing, keystore_for(settings))
         app.state.keyring = keyring
         tasks.append(asyncio.create_task(keyring.watch(settings.keys_reload_interval)))
     if app.state.owns_database and settings.refresh_purge_interval > 0:
@@ -77,12 +79,16 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
         swagger_ui_init_oauth={"clientId": settings.default_client_id},
+        # Served by controllers/docs.py from a package, not a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = settings
     app.state.owns_database = database is None
     app.state.database = database or Database(settings)
     app.state.keyring = keyring
     app.state.clock = clock or Clock()
+    app.state.schema_head = schema_head()  # read from the migration scripts once per process
     app.state.token_rate_limiter = RateLimiter(settings.token_rate_limit)
     install_error_handlers(app)
     app.include_router(oauth.router)
@@ -94,6 +100,7 @@ def create_app(
     app.include_router(admin_audit.router)
     app.include_router(metrics.router)
     # The last added runs first: the request id and access log cover the 413 answers too.
+    install_http_hardening(app, settings)
     app.add_middleware(BodySizeLimitMiddleware, max_body_size=settings.max_body_size)
     app.add_middleware(RequestContextMiddleware)
     _docs_log_in_for_the_admin_api(app, settings)

@@ -1,5 +1,9 @@
 """Shared fixtures: a real PostgreSQL migrated once with Alembic, each test in a rolled-back
-transaction, and an httpx client on the ASGI app."""
+transaction, and an httpx client on the ASGI app.
+
+Under pytest-xdist each worker has a database of its own, `<name>_<worker id>`. Only tests that
+touch the database (through `engine`, `migrated_url` or the e2e fixtures) migrate it; tests that
+need only settings or the key ring never connect."""
 
 from __future__ import annotations
 
@@ -20,8 +24,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, c
 from idp.configuration.database import Database
 from idp.configuration.settings import Settings
 from idp.main import create_app
-from idp.services.keys import KeyRing, KeyStore
-from tests.live import database_named, execute_sync
+from idp.services.keyring import KeyRing
+from idp.services.keys import KeyStore
+from tests.live import create_database_if_missing, database_named, execute_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 ISSUER = "http://idp.test"
@@ -34,12 +39,23 @@ def _docker_available() -> bool:
     )
 
 
+def configured_database_url() -> str | None:
+    """IDP_TEST_DATABASE_URL, with `_<worker id>` added to its database name under xdist."""
+    url = os.environ.get("IDP_TEST_DATABASE_URL")
+    if not url:
+        return None
+    url = Settings(database_url=url).database_url
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return database_named(url, f"{make_url(url).database}_{worker}") if worker else url
+
+
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
-    """IDP_TEST_DATABASE_URL (set by scripts/test), else a testcontainers PostgreSQL."""
-    url = os.environ.get("IDP_TEST_DATABASE_URL")
+    """This worker's test database (see configured_database_url), else a testcontainers
+    PostgreSQL. Only a URL: nothing has connected or migrated yet."""
+    url = configured_database_url()
     if url:
-        yield Settings(database_url=url).database_url
+        yield url
         return
     if not _docker_available():
         pytest.fail(
@@ -61,7 +77,9 @@ def alembic_config(url: str) -> Config:
 
 @pytest.fixture(scope="session")
 def migrated_url(database_url: str) -> str:
-    """The test database, emptied and migrated to head once per run (Alembic, not create_all)."""
+    """The test database, created if missing, emptied and migrated to head once per run (per
+    worker) with Alembic, not create_all."""
+    create_database_if_missing(database_url)
     config = alembic_config(database_url)
     command.downgrade(config, "base")
     command.upgrade(config, "head")
@@ -88,8 +106,10 @@ def keys_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def settings(migrated_url: str, keys_dir: Path) -> Settings:
-    return make_settings(migrated_url, keys_dir)
+def settings(request: pytest.FixtureRequest, keys_dir: Path) -> Settings:
+    """Settings naming the test database; asking for them neither starts nor migrates it."""
+    url = configured_database_url() or request.getfixturevalue("database_url")
+    return make_settings(url, keys_dir)
 
 
 @pytest.fixture(scope="session")
@@ -105,8 +125,8 @@ def keyring(settings: Settings) -> KeyRing:
 
 
 @pytest.fixture(scope="session")
-async def engine(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(settings.database_url)
+async def engine(migrated_url: str) -> AsyncIterator[AsyncEngine]:
+    engine = create_async_engine(migrated_url)
     yield engine
     await engine.dispose()
 

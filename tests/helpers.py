@@ -17,6 +17,7 @@ from idp.configuration.settings import Settings
 from idp.models import User
 from idp.schemas.users import UserCreate
 from idp.services import users as users_service
+from idp.services.permissions import SYSTEM
 
 PASSWORD = "a long enough passphrase"
 
@@ -40,6 +41,7 @@ async def make_user(
             roles=roles or [],
             is_active=active,
         ),
+        actor=SYSTEM,
     )
 
 

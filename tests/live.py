@@ -1,14 +1,17 @@
-"""Real server processes for end-to-end tests: `idp serve` under uvicorn on a free port."""
+"""Real server processes for end-to-end tests: `idp serve` under uvicorn on a free port, and
+the `idp` command run in this process (`invoke_idp`) or as a real one (`run_idp`)."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import traceback
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +55,29 @@ def execute_sync(url: str, sql: str) -> None:
         pool.submit(asyncio.run, execute(url, sql)).result()
 
 
+def create_database_if_missing(url: str) -> None:
+    """CREATE DATABASE for the database of `url`, connecting to `postgres` on its server."""
+    name = make_url(url).database
+
+    async def create() -> None:
+        target = make_url(url)
+        conn = await asyncpg.connect(
+            host=target.host,
+            port=target.port,
+            user=target.username,
+            password=target.password,
+            database="postgres",
+        )
+        try:
+            if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+                await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, create()).result()
+
+
 def database_named(url: str, name: str) -> str:
     return make_url(url).set(database=name).render_as_string(hide_password=False)
 
@@ -76,6 +102,46 @@ def run_idp(
     )
 
 
+# Loggers that `idp db ...` reconfigures from alembic.ini (migrations/env.py, fileConfig).
+_CLI_LOGGERS = ("", "alembic", "sqlalchemy")
+
+
+def invoke_idp(
+    *args: str, env: Mapping[str, str], stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    """Run `idp args` inside this process with typer's CliRunner, as `run_idp` would run it.
+
+    In a thread of its own: commands call asyncio.run, which refuses to start while a test's
+    event loop runs in this thread. Settings are read afresh from `env` (get_settings is cached
+    per process) and the logging that Alembic configures is put back afterwards. An unexpected
+    exception shows as a traceback on stderr, as it would from the real command.
+    """
+    from typer.testing import CliRunner
+
+    from idp.cli import app
+    from idp.configuration.settings import get_settings
+
+    def call() -> subprocess.CompletedProcess[str]:
+        loggers = [logging.getLogger(name) for name in _CLI_LOGGERS]
+        saved = [(lg.level, list(lg.handlers), lg.propagate, lg.disabled) for lg in loggers]
+        get_settings.cache_clear()
+        try:
+            result = CliRunner().invoke(app, list(args), input=stdin, env=dict(env))
+        finally:
+            get_settings.cache_clear()
+            for lg, (level, handlers, propagate, disabled) in zip(loggers, saved, strict=True):
+                lg.setLevel(level)
+                lg.handlers[:] = handlers
+                lg.propagate, lg.disabled = propagate, disabled
+        stderr = result.stderr
+        if result.exc_info is not None and not isinstance(result.exception, SystemExit):
+            stderr += "".join(traceback.format_exception(*result.exc_info))
+        return subprocess.CompletedProcess(["idp", *args], result.exit_code, result.stdout, stderr)
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(call).result()
+
+
 @dataclass
 class LiveServer:
     url: str
@@ -88,7 +154,8 @@ class LiveServer:
         return self.log_path.read_text(errors="replace")
 
     def idp(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-        return run_idp(*args, env=self.env, stdin=stdin)
+        """The `idp` command on this server's database and keys, run in-process."""
+        return invoke_idp(*args, env=self.env, stdin=stdin)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.process.poll() is None:
@@ -128,9 +195,11 @@ def live_server(
     workers: int = 1,
     ready_path: str = "/readyz",
     args: Sequence[str] = (),
+    init_keys: bool = True,
 ) -> Iterator[LiveServer]:
     """Start `idp serve [args]` and wait until `ready_path` answers 200 (/healthz for a server
-    whose database is down on purpose); stop it with SIGTERM afterwards."""
+    whose database is down on purpose); stop it with SIGTERM afterwards. With `init_keys` the
+    server creates its keystore if there is none, like the development command."""
     port = port or free_port()
     keys_dir = keys_dir or workdir / "keys"
     full_env = server_env(database_url, keys_dir, port, **(env or {}))
@@ -146,6 +215,7 @@ def live_server(
                 str(port),
                 "--workers",
                 str(workers),
+                *(["--init-keys"] if init_keys else []),
                 *args,
             ],
             env={**os.environ, **full_env},
@@ -181,6 +251,7 @@ def replicas(
     count: int = 2,
     keys_dir: Path | None = None,
     env: Mapping[str, str] | None = None,
+    init_keys: bool = True,
 ) -> Iterator[list[LiveServer]]:
     """`count` replicas of `idp serve` on one database and one keystore directory, with one
     issuer, as behind a proxy: a token from any of them is valid on all of them."""
@@ -189,7 +260,11 @@ def replicas(
         yield [
             stack.enter_context(
                 live_server(
-                    database_url, workdir, keys_dir=keys_dir or workdir / "keys", env=shared
+                    database_url,
+                    workdir,
+                    keys_dir=keys_dir or workdir / "keys",
+                    env=shared,
+                    init_keys=init_keys,
                 )
             )
             for _ in range(count)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from idp.dependencies.permissions import PermissionRoute, route_permissions
 from idp.schemas.roles import RoleCreate
 from idp.services import roles as roles_service
 from idp.services import users as users_service
+from idp.services.permissions import SYSTEM
 from tests.helpers import PASSWORD, admin_login, bearer, login, make_user
 
 Headers = dict[str, str]
@@ -74,7 +76,9 @@ async def _token_with(
 ) -> Headers:
     """Log in a fresh user whose only role grants exactly `permissions`."""
     role = f"{username}-role"
-    await roles_service.create_role(session, RoleCreate(name=role, permissions=permissions))
+    await roles_service.create_role(
+        session, RoleCreate(name=role, permissions=permissions), actor=SYSTEM
+    )
     await make_user(session, settings, username, roles=[role])
     response = await admin_login(client, username)
     assert response.status_code == 200, response.text
@@ -652,7 +656,7 @@ async def test_nobody_hands_out_more_than_they_hold(
 async def test_list_users_paginates_and_filters(
     client: AsyncClient, session: AsyncSession, settings: Settings, root: Headers
 ) -> None:
-    await roles_service.create_role(session, RoleCreate(name="staff"))
+    await roles_service.create_role(session, RoleCreate(name="staff"), actor=SYSTEM)
     for i in range(7):
         await make_user(
             session, settings, f"user{i}", roles=["staff"] if i % 2 else [], active=i != 6
@@ -725,7 +729,7 @@ async def test_changes_outside_the_api_are_audited_as_system(
 ) -> None:
     """The CLI calls the same services without an actor: the log still says something."""
     user = await make_user(session, settings, "cli-made")
-    await users_service.set_active(session, user, False)
+    await users_service.set_active(session, user, False, actor=SYSTEM, now=datetime.now(UTC))
     events = (await client.get("/admin/audit", headers=root)).json()["items"]
     mine = [e for e in events if e["target_id"] == str(user.id)]
     assert [(e["action"], e["actor_username"], e["actor_id"]) for e in mine] == [
@@ -759,8 +763,8 @@ async def test_listing_users_costs_the_same_statements_whatever_the_page_size(
     root: Headers,
     statements: list[str],
 ) -> None:
-    await roles_service.create_role(session, RoleCreate(name="team-a"))
-    await roles_service.create_role(session, RoleCreate(name="team-b"))
+    await roles_service.create_role(session, RoleCreate(name="team-a"), actor=SYSTEM)
+    await roles_service.create_role(session, RoleCreate(name="team-b"), actor=SYSTEM)
     for i in range(40):
         await make_user(
             session, settings, f"member{i:02}", roles=["team-a", "team-b"], password=None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -12,6 +13,7 @@ import pytest
 from idp.configuration.database import Database
 from idp.configuration.exceptions import ConflictError
 from idp.services import users as users_service
+from idp.services.permissions import SYSTEM
 from tests.conftest import make_settings
 from tests.helpers import PASSWORD, bearer, make_user
 from tests.live import LiveServer, live_server
@@ -46,6 +48,7 @@ def _assert_no_server_errors(server: LiveServer) -> None:
     assert "Traceback" not in log and "unhandled error" not in log, log
 
 
+@pytest.mark.slow
 def test_parallel_creations_of_one_username_give_one_201_and_the_rest_409(
     e2e_database: str, tmp_path: Path
 ) -> None:
@@ -88,6 +91,7 @@ def test_parallel_creations_of_one_username_give_one_201_and_the_rest_409(
         _assert_no_server_errors(server)
 
 
+@pytest.mark.slow
 def test_admins_disabling_themselves_at_once_leave_exactly_one(
     e2e_database: str, tmp_path: Path
 ) -> None:
@@ -161,9 +165,13 @@ async def test_last_admin_guard_waits_for_a_concurrent_change(
                 await make_user(session, settings, name, roles=["admin"])
         async with database.sessionmaker() as first, database.sessionmaker() as second:
             ann = await users_service.get_by_username(first, "ann")
-            await users_service.set_active(first, ann, False)  # not committed yet
+            await users_service.set_active(
+                first, ann, False, actor=SYSTEM, now=datetime.now(UTC)
+            )  # not committed yet
             ben = await users_service.get_by_username(second, "ben")
-            waiting = asyncio.create_task(users_service.set_active(second, ben, False))
+            waiting = asyncio.create_task(
+                users_service.set_active(second, ben, False, actor=SYSTEM, now=datetime.now(UTC))
+            )
             await asyncio.sleep(0.5)
             assert not waiting.done(), "the second change did not wait for the first"
             await first.commit()

@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow  # runs the benchmark as a process
 
 
 def test_bench_quick_runs_and_writes_the_table(database_url: str, tmp_path: Path) -> None:

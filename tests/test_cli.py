@@ -1,4 +1,5 @@
-"""The `idp` command as an operator runs it: a real process on a real database."""
+"""The `idp` command as an operator runs it, on a real database: in this process with typer's
+runner, and (marked slow) as a real process, so the console entry point stays covered."""
 
 from __future__ import annotations
 
@@ -7,24 +8,40 @@ from pathlib import Path
 
 import pytest
 
-from tests.live import run_idp
+from tests.live import invoke_idp, run_idp
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture
-def run(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """Run `idp ...` against a fresh SQLite file migrated with `idp db upgrade`."""
-    env = {
+def _cli_env(tmp_path: Path) -> dict[str, str]:
+    return {
         "IDP_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}",
         "IDP_KEYS_DIR": str(tmp_path / "keys"),
         "IDP_BCRYPT_ROUNDS": "4",
     }
 
+
+@pytest.fixture
+def run(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Run `idp ...` in-process against a fresh SQLite file migrated with `idp db upgrade`."""
+    env = _cli_env(tmp_path)
+
     def _run(
         *args: str, stdin: str = "", extra_env: dict[str, str] | None = None
     ) -> subprocess.CompletedProcess[str]:
-        return run_idp(*args, env={**env, **(extra_env or {})}, stdin=stdin, cwd=tmp_path)
+        return invoke_idp(*args, env={**env, **(extra_env or {})}, stdin=stdin)
+
+    assert _run("db", "upgrade").returncode == 0
+    return _run
+
+
+@pytest.fixture
+def run_process(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Run `idp ...` as a real process (`python -m idp`), on the same kind of database."""
+    env = _cli_env(tmp_path)
+
+    def _run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return run_idp(*args, env=env, stdin=stdin, cwd=tmp_path)
 
     assert _run("db", "upgrade").returncode == 0
     return _run
@@ -38,8 +55,9 @@ def _one_line_error(result: subprocess.CompletedProcess[str]) -> str:
     return lines[0]
 
 
-def test_help_lists_subcommands(run) -> None:  # type: ignore[no-untyped-def]
-    result = run("--help")
+@pytest.mark.slow
+def test_help_lists_subcommands(run_process) -> None:  # type: ignore[no-untyped-def]
+    result = run_process("--help")
     assert result.returncode == 0
     for name in ("serve", "db", "users", "roles", "keys"):
         assert name in result.stdout
@@ -121,8 +139,10 @@ def test_ensure_admin_generates_once(run) -> None:  # type: ignore[no-untyped-de
     assert "exists already" in from_env.stdout
 
 
-def test_db_current_and_downgrade(run) -> None:  # type: ignore[no-untyped-def]
-    assert "(head)" in run("db", "current").stdout
-    assert run("db", "downgrade", "base").returncode == 0
-    assert "(head)" not in run("db", "current").stdout
-    assert run("db", "upgrade").returncode == 0
+@pytest.mark.slow
+def test_db_current_and_downgrade(run_process) -> None:  # type: ignore[no-untyped-def]
+    """A real process: Alembic prints `db current` to the sys.stdout it saw at import."""
+    assert "(head)" in run_process("db", "current").stdout
+    assert run_process("db", "downgrade", "base").returncode == 0
+    assert "(head)" not in run_process("db", "current").stdout
+    assert run_process("db", "upgrade").returncode == 0

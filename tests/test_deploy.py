@@ -8,6 +8,7 @@ the client has the compose plugin, and is skipped otherwise.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shlex
 import shutil
@@ -55,6 +56,16 @@ def test_compose_runs_postgres_migration_two_replicas_proxy_and_orders() -> None
     assert "keys" in COMPOSE["volumes"]
 
 
+def test_replicas_trust_forwarded_headers_from_the_proxy_only() -> None:
+    proxy_address = SERVICES["proxy"]["networks"]["default"]["ipv4_address"]
+    subnet = COMPOSE["networks"]["default"]["ipam"]["config"][0]["subnet"]
+    assert ipaddress.ip_address(proxy_address) in ipaddress.ip_network(subnet)
+    for name in REPLICAS:
+        environment = SERVICES[name]["environment"]
+        assert "FORWARDED_ALLOW_IPS" not in environment
+        assert environment["IDP_FORWARDED_ALLOW_IPS"] == proxy_address
+
+
 def _seconds(duration: str) -> int:
     assert duration.endswith("s")
     return int(duration[:-1])
@@ -66,7 +77,11 @@ def test_proxy_config_balances_both_replicas_and_hides_metrics() -> None:
         assert f"server {replica} {replica}:8000" in config
     assert "uri /readyz" in config
     assert "retry-on conn-failure" in config
-    assert "deny deny_status 404 if { path /metrics }" in config
+    assert "http-request deny deny_status 404 if metrics_path" in config
+    # The client's own forwarding headers are replaced, never appended to.
+    assert "http-request set-header X-Forwarded-For %[src]" in config
+    assert "http-request del-header Forwarded" in config
+    assert "option forwardfor" not in config
     haproxy = shutil.which("haproxy")
     if haproxy:
         checked = subprocess.run(
@@ -205,7 +220,11 @@ def test_compose_commands_migrate_then_two_replicas_share_keys_and_see_a_rotatio
     assert serve[:2] == ["idp", "serve"], shlex.join(serve)
     replica_env = _compose_env("idp-1", empty_database, keys, issuer)
     replica_env["IDP_KEYS_RELOAD_INTERVAL"] = "1"
-    with replicas(empty_database, tmp_path, keys_dir=keys, env=replica_env) as (a, b):
+    # No --init-keys: the replicas use the keystore the migrate step created on the volume.
+    with replicas(empty_database, tmp_path, keys_dir=keys, env=replica_env, init_keys=False) as (
+        a,
+        b,
+    ):
         assert _kids(a) == _kids(b)  # byte-identical JWKS, same ETag
         token = httpx.post(
             f"{a.url}/token",

@@ -24,7 +24,7 @@ from idp.configuration.database import Database, is_invalid_data, is_unavailable
 from idp.configuration.exceptions import ServiceUnavailableError, ValidationFailedError
 from idp.configuration.settings import Settings
 from idp.main import create_app
-from idp.services.keys import KeyRing
+from idp.services.keyring import KeyRing
 from tests.conftest import ISSUER, alembic_config, make_settings
 from tests.helpers import PASSWORD, login, make_user
 from tests.live import LiveServer, database_named, execute, execute_sync, live_server

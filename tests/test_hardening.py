@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from idp.configuration.database import Database
 from idp.configuration.settings import Settings
 from idp.main import create_app
-from idp.services.keys import KeyRing
+from idp.services.keyring import KeyRing
 from tests.conftest import ISSUER
 from tests.helpers import bearer, login, make_user
 

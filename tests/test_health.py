@@ -6,7 +6,7 @@ from httpx import ASGITransport, AsyncClient
 
 from idp.configuration.database import Database
 from idp.main import create_app
-from idp.services.keys import KeyRing
+from idp.services.keyring import KeyRing
 from tests.conftest import make_settings
 
 
@@ -14,7 +14,12 @@ async def test_healthz_and_readyz(client: AsyncClient) -> None:
     assert (await client.get("/healthz")).json() == {"status": "ok"}
     response = await client.get("/readyz")
     assert response.status_code == 200
-    assert response.json() == {"status": "ready", "database": True, "signing_key": True}
+    assert response.json() == {
+        "status": "ready",
+        "database": True,
+        "migrated": True,
+        "signing_key": True,
+    }
 
 
 async def test_readyz_is_503_when_the_database_is_unreachable(keyring: KeyRing, tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -20,13 +20,9 @@ import pytest
 from joserfc.jwk import RSAKey
 
 from idp.configuration.exceptions import KeystoreError, NotFoundError, ValidationFailedError
-from idp.services.keys import (
-    KeyRing,
-    KeyState,
-    KeyStore,
-    RotationTooEarlyError,
-    ensure_keystore,
-)
+from idp.repository.keystore import KeyState, KeystoreMissingError
+from idp.services.keyring import KeyRing
+from idp.services.keys import KeyStore, RotationTooEarlyError, ensure_keystore
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_AGE = 300
@@ -126,13 +122,29 @@ def test_unsupported_algorithm_and_rsa_size_are_refused(store: KeyStore) -> None
         store.init(alg="HS256")
     with pytest.raises(ValidationFailedError):
         store.init(alg="RS256", rsa_bits=1024)
-    assert store.list() == []
+    assert not store.exists()
 
 
-def test_load_without_a_keystore_is_a_keystore_error(store: KeyStore) -> None:
-    with pytest.raises(KeystoreError, match="no active signing key"):
-        store.load()
+@pytest.mark.parametrize("make_directory", [False, True])
+def test_only_init_creates_a_keystore(
+    store: KeyStore, keys_dir: Path, make_directory: bool
+) -> None:
+    if make_directory:  # e.g. the image's empty volume: a directory is not yet a keystore
+        keys_dir.mkdir(parents=True)
+
+    for operation in (store.load, store.list, lambda: store.rotate(force=True), store.prune):
+        with pytest.raises(KeystoreMissingError) as missing:
+            operation()
+        assert str(keys_dir) in missing.value.message
+        assert "idp keys init" in missing.value.message
+    with pytest.raises(KeystoreMissingError):
+        store.revoke("some-kid")
+
     assert store.fingerprint() is None
+    assert keys_dir.is_dir() is make_directory
+    assert not make_directory or list(keys_dir.iterdir()) == []
+    store.init()
+    assert store.exists()
 
 
 # JWKS
@@ -243,10 +255,48 @@ def test_new_rsa_keys_keep_the_size_of_the_key_they_follow(store: KeyStore) -> N
     assert len(keys) == 3
 
 
-def test_rotating_an_empty_keystore_initialises_it(store: KeyStore) -> None:
-    records = store.rotate(alg="EdDSA")
+def test_rotation_keeps_a_4096_bit_size_and_the_algorithm_unless_told(store: KeyStore) -> None:
+    store.init(alg="RS256", rsa_bits=4096)
 
-    assert [r.state for r in records] == [KeyState.ACTIVE, KeyState.NEXT]
+    records = store.rotate(force=True)
+
+    assert {(r.alg, r.bits) for r in records} == {("RS256", 4096)}
+    _, upcoming, *_ = store.rotate(force=True, rsa_bits=3072)
+    assert (upcoming.alg, upcoming.bits) == ("RS256", 3072)
+    _, upcoming, *_ = store.rotate(force=True, alg="ES256")
+    assert (upcoming.alg, upcoming.bits) == ("ES256", 256)
+
+
+def test_init_completes_a_keystore_with_keys_like_the_existing_ones(store: KeyStore) -> None:
+    active, old_next = store.init(alg="RS256", rsa_bits=3072)
+    manifest = store.directory / "manifest.json"
+    document = json.loads(manifest.read_text())
+    document["keys"] = [k for k in document["keys"] if k["state"] == "active"]
+    manifest.write_text(json.dumps(document))
+
+    records = store.init()
+
+    assert records[0] == active
+    assert (records[1].alg, records[1].bits) == ("RS256", 3072)
+    assert records[1].kid != old_next.kid
+
+
+def test_a_manifest_without_sizes_is_read_and_completed_at_the_next_change(
+    store: KeyStore,
+) -> None:
+    store.init(alg="RS256", rsa_bits=3072)
+    manifest = store.directory / "manifest.json"
+    document = json.loads(manifest.read_text())
+    for key in document["keys"]:
+        del key["bits"]  # as written before sizes were stored
+    manifest.write_text(json.dumps(document))
+
+    assert {r.bits for r in store.list()} == {None}
+    assert store.load().active_kid == store.list()[0].kid
+    records = store.rotate(force=True)
+
+    assert {r.bits for r in records} == {3072}
+    assert {k["bits"] for k in json.loads(manifest.read_text())["keys"]} == {3072}
 
 
 # prune and revoke
@@ -394,6 +444,7 @@ KeyStore(directory, None, jwks_max_age=300, retire_grace=60).rotate(force=True)
 """
 
 
+@pytest.mark.slow
 def test_concurrent_rotations_in_separate_processes_serialise(
     store: KeyStore, keys_dir: Path
 ) -> None:
@@ -480,7 +531,7 @@ def test_key_ring_keeps_its_keys_when_the_manifest_breaks(
     before = ring.current
     (store.directory / "manifest.json").write_bytes(b"\x00garbage{")
 
-    with caplog.at_level(logging.WARNING, logger="idp.services.keys"):
+    with caplog.at_level(logging.WARNING, logger="idp.services.keyring"):
         assert ring.reload_if_changed() is False
         assert ring.reload_if_changed() is False
 

@@ -1,9 +1,9 @@
 """Lockout across real `idp serve` processes on one PostgreSQL database: replicas share the
-count, locks grow and expire in real time, a flood from one address leaves the owner in, the
+count, a lock expires in real time, a flood from one address leaves the owner in, the
 operator unlocks, and the rate limit answers 429.
 
 Client addresses other than 127.0.0.1 come from `X-Forwarded-For`, which uvicorn trusts from
-127.0.0.1 (its default `FORWARDED_ALLOW_IPS`), as it would from a reverse proxy."""
+127.0.0.1 (the default `IDP_FORWARDED_ALLOW_IPS`), as it would from a reverse proxy."""
 
 from __future__ import annotations
 
@@ -127,7 +127,11 @@ def test_two_servers_share_the_count_and_parallel_guesses_get_only_the_threshold
         assert PASSWORD not in logs
 
 
-def test_the_lock_grows_and_expires(e2e_database: str, tmp_path: Path) -> None:
+def test_a_lock_holds_on_both_replicas_and_expires_in_real_time(
+    e2e_database: str, tmp_path: Path
+) -> None:
+    """How locks grow and expire is proven with a manual clock in test_lockout.py; here the
+    servers' own clock ends a lock that the other replica set."""
     with two_servers(e2e_database, tmp_path) as (a, b):
         create_user(a)
         for server in (a, b, a):
@@ -138,18 +142,6 @@ def test_the_lock_grows_and_expires(e2e_database: str, tmp_path: Path) -> None:
         assert attempt(b, PASSWORD).status_code == 400
 
         sleep_until(first["locked_until"])
-        for server in (b, a, b):
-            attempt(server, "wrong")
-        second = address_lock(e2e_database)
-        assert second["lockout_count"] == 2
-        assert (second["locked_until"] - second["last_failed_at"]).total_seconds() == 6
-
-        time.sleep(3.5)  # longer than the first lock: still locked
-        assert (second["locked_until"] - datetime.now(UTC)).total_seconds() > 1
-        assert attempt(a, PASSWORD).status_code == 400
-        assert address_lock(e2e_database) == second  # refused attempts changed nothing
-
-        sleep_until(second["locked_until"])
         assert attempt(b, PASSWORD).status_code == 200
         assert fetch(e2e_database, "SELECT * FROM login_failures") == []
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -20,12 +23,14 @@ from idp.configuration import metrics
 from idp.configuration.database import Database
 from idp.configuration.exceptions import (
     InvalidGrantError,
+    OAuthError,
     ServiceUnavailableError,
     TooManyRequestsError,
 )
 from idp.configuration.settings import Settings
 from idp.main import create_app
-from idp.services.keys import KeyRing, KeyStore
+from idp.services.keyring import KeyRing
+from idp.services.keys import KeyStore
 from tests.conftest import ISSUER
 from tests.helpers import PASSWORD, login, make_user
 
@@ -168,13 +173,143 @@ async def test_active_key_id_and_age(
     assert value(text, "idp_signing_keys_published") == len(keyset.records)
 
 
-def test_key_age_is_computed_at_scrape_time() -> None:
+def test_key_ages_are_computed_at_scrape_time() -> None:
     since = datetime(2026, 1, 1, tzinfo=UTC)
-    status = metrics.SigningKeyStatus(kid="k1", alg="ES256", active_since=since, published=3)
-    collector = metrics.SigningKeyCollector(status, now=since + timedelta(seconds=90))
+    status = metrics.SigningKeyStatus(
+        kid="k1",
+        alg="ES256",
+        active_since=since,
+        published=3,
+        next_since=since + timedelta(seconds=30),
+        retired_removable_after=since + timedelta(seconds=60),
+    )
+    collector = metrics.ScrapeTimeCollector(status, now=since + timedelta(seconds=90))
     found = {s.name: s.value for family in collector.collect() for s in family.samples}
     assert found["idp_signing_key_age_seconds"] == 90
     assert found["idp_signing_keys_published"] == 3
+    assert found["idp_signing_key_next_age_seconds"] == 60
+    assert found["idp_signing_key_retired_removable_in_seconds"] == -30  # overdue for prune
+    without = metrics.ScrapeTimeCollector(
+        metrics.SigningKeyStatus(kid="k1", alg="ES256", active_since=since, published=2)
+    )
+    names = {s.name for family in without.collect() for s in family.samples}
+    assert "idp_signing_key_retired_removable_in_seconds" not in names
+
+
+async def test_next_and_retired_keys_are_read_from_the_key_ring(
+    settings: Settings, database: Database, tmp_path: Path
+) -> None:
+    store = KeyStore(tmp_path, None, jwks_max_age=0, retire_grace=600)
+    store.init()
+    store.rotate(force=True)
+    records = {r.state.value: r for r in store.list()}
+    app = create_app(settings, database=database, keyring=KeyRing(store))
+    async with AsyncClient(transport=ASGITransport(app=app), base_url=ISSUER) as client:
+        text = await scrape(client)
+    now = datetime.now(UTC)
+    next_age = (now - records["next"].created_at).total_seconds()
+    assert abs(value(text, "idp_signing_key_next_age_seconds") - next_age) < 5
+    removable_after = records["retired"].removable_after
+    assert removable_after is not None
+    removable_in = (removable_after - now).total_seconds()
+    assert 500 < removable_in <= 600
+    assert abs(value(text, "idp_signing_key_retired_removable_in_seconds") - removable_in) < 5
+
+
+def test_every_outcome_is_exported_as_zero_before_anything_happens() -> None:
+    """In a fresh process, so no earlier test has counted anything."""
+    script = (
+        "from idp.configuration import metrics\n"
+        "import sys\n"
+        "sys.stdout.write(metrics.render(None)[0].decode())\n"
+    )
+    fresh = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    found = samples(fresh)
+    for outcome in metrics.LOGIN_OUTCOMES:
+        assert found[("idp_logins_total", (("outcome", outcome),))] == 0, outcome
+    for outcome in metrics.REFRESH_OUTCOMES:
+        assert found[("idp_refreshes_total", (("outcome", outcome),))] == 0, outcome
+    for grant in ("password", "refresh_token"):
+        key = ("idp_tokens_issued_total", (("client_id", "none"), ("grant", grant)))
+        assert found[key] == 0
+    assert {"unavailable", "rate_limited", "error"} <= set(metrics.LOGIN_OUTCOMES)
+
+
+def test_every_oauth_error_code_is_a_preinitialised_outcome() -> None:
+    def codes(cls: type[OAuthError]) -> set[str]:
+        return {cls.error}.union(*(codes(sub) for sub in cls.__subclasses__()))
+
+    assert codes(OAuthError) <= set(metrics.OAUTH_ERRORS)
+
+
+async def test_tokens_issued_by_grant_and_rate_limited_logins(
+    settings: Settings, database: Database, keyring: KeyRing, session: AsyncSession
+) -> None:
+    await make_user(session, settings)
+    limited = settings.model_copy(update={"token_rate_limit": 2})
+    app = create_app(limited, database=database, keyring=keyring)
+    async with AsyncClient(transport=ASGITransport(app=app), base_url=ISSUER) as client:
+        before = await scrape(client)
+        response = await login(client, client_id="web-app")
+        assert response.status_code == 200
+        refreshed = await client.post(
+            "/token",
+            data={"grant_type": "refresh_token", "refresh_token": response.json()["refresh_token"]},
+        )
+        assert refreshed.status_code == 200
+        assert (await login(client, password="wrong password")).status_code == 400
+        assert (await login(client)).status_code == 429
+        after = await scrape(client)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("idp_tokens_issued_total", grant="password", client_id="none") == 1
+    assert delta("idp_tokens_issued_total", grant="refresh_token", client_id="none") == 1
+    assert "web-app" not in after  # a client-chosen value never becomes a label
+    assert delta("idp_logins_total", outcome="rate_limited") == 1
+    assert delta("idp_logins_total", outcome="invalid_grant") == 1
+
+
+async def test_docs_routes_have_their_own_labels(
+    app_client: tuple[FastAPI, AsyncClient],
+) -> None:
+    _, client = app_client
+    before = await scrape(client)
+    for path in ("/docs", "/openapi.json", "/redoc"):
+        assert (await client.get(path)).status_code == 200
+    after = await scrape(client)
+    for route in ("/docs", "/openapi.json", "/redoc"):
+        labels = {"method": "GET", "route": route, "status": "200"}
+        assert (
+            value(after, "idp_http_requests_total", **labels)
+            - value(before, "idp_http_requests_total", **labels)
+            == 1
+        ), route
+    unmatched = {"method": "GET", "route": metrics.UNMATCHED_ROUTE, "status": "200"}
+    assert value(after, "idp_http_requests_total", **unmatched) == 0
+
+
+async def test_build_info_and_database_pool(settings: Settings, keyring: KeyRing) -> None:
+    pooled = settings.model_copy(update={"db_pool_size": 3, "db_max_overflow": 2})
+    database = Database(pooled)
+    app = create_app(pooled, database=database, keyring=keyring)
+    try:
+        async with AsyncClient(transport=ASGITransport(app=app), base_url=ISSUER) as client:
+            idle = await scrape(client)
+            held = [await database.engine.connect() for _ in range(4)]  # one beyond the pool
+            busy = await scrape(client)
+            for connection in held:
+                await connection.close()
+    finally:
+        await database.dispose()
+    assert value(idle, "idp_build_info", version=importlib.metadata.version("idp")) == 1
+    assert value(idle, "idp_db_pool_size") == 3
+    assert value(idle, "idp_db_pool_overflow") == 0
+    assert value(busy, "idp_db_pool_checked_out") == 4
+    assert value(busy, "idp_db_pool_overflow") == 1
 
 
 def test_key_reloads_are_counted(tmp_path: Path) -> None:

@@ -16,6 +16,8 @@ import pytest
 from tests.helpers import PASSWORD
 from tests.live import ROOT, LiveServer, free_port, live_server
 
+pytestmark = pytest.mark.slow  # starts `idp serve` processes
+
 
 @pytest.fixture
 def idp(e2e_database: str, tmp_path: Path) -> Iterator[LiveServer]:

@@ -20,7 +20,7 @@ from idp.configuration.settings import Settings
 from idp.schemas.roles import RoleCreate
 from idp.services import roles as roles_service
 from idp.services import users as users_service
-from idp.services.permissions import Actor, ensure_may_manage
+from idp.services.permissions import SYSTEM, Actor, ensure_may_manage
 from tests.conftest import make_settings
 from tests.helpers import PASSWORD, admin_login, bearer, login, make_user
 
@@ -44,7 +44,7 @@ async def _actor(
 ) -> tuple[Headers, str]:
     """A user whose own role grants exactly `permissions`, plus `extra_roles`; headers and id."""
     await roles_service.create_role(
-        session, RoleCreate(name=f"{username}-role", permissions=permissions)
+        session, RoleCreate(name=f"{username}-role", permissions=permissions), actor=SYSTEM
     )
     user = await make_user(session, settings, username, roles=[f"{username}-role", *extra_roles])
     return await _headers(client, username), str(user.id)
@@ -59,9 +59,11 @@ async def root(client: AsyncClient, session: AsyncSession, settings: Settings) -
 @pytest.fixture
 async def downstream_roles(session: AsyncSession) -> None:
     """`sales`: no idp permission, powers in another service; `ops`: reads the audit log."""
-    await roles_service.create_role(session, RoleCreate(name="sales"))
-    await roles_service.create_role(session, RoleCreate(name="ops", permissions=["audit:read"]))
-    await roles_service.create_role(session, RoleCreate(name="team"))
+    await roles_service.create_role(session, RoleCreate(name="sales"), actor=SYSTEM)
+    await roles_service.create_role(
+        session, RoleCreate(name="ops", permissions=["audit:read"]), actor=SYSTEM
+    )
+    await roles_service.create_role(session, RoleCreate(name="team"), actor=SYSTEM)
 
 
 ROLE_ADMIN = ["roles:read", "roles:write", "users:read"]
@@ -102,7 +104,9 @@ async def test_roles_write_cannot_empty_a_role_then_take_it(
 async def test_roles_write_cannot_change_permissions_of_a_role_it_does_not_hold(
     client: AsyncClient, session: AsyncSession, settings: Settings, root: Headers
 ) -> None:
-    await roles_service.create_role(session, RoleCreate(name="readers", permissions=["users:read"]))
+    await roles_service.create_role(
+        session, RoleCreate(name="readers", permissions=["users:read"]), actor=SYSTEM
+    )
     actor, _ = await _actor(client, session, settings, "mallory", ROLE_ADMIN)
     for method, path, body in [
         ("DELETE", "/admin/roles/readers/permissions/users:read", None),
@@ -132,7 +136,7 @@ async def test_force_delete_needs_managing_every_holder(
     response = await client.delete("/admin/roles/team", params={"force": "true"}, headers=actor)
     assert response.status_code == 403, response.text
     # A role it does not hold is not its to delete, even with nobody holding it.
-    await roles_service.create_role(session, RoleCreate(name="unused"))
+    await roles_service.create_role(session, RoleCreate(name="unused"), actor=SYSTEM)
     assert (await client.delete("/admin/roles/unused", headers=actor)).status_code == 403
     assert (await client.get("/admin/roles/team", headers=root)).status_code == 200
     assert (await client.get("/admin/roles/unused", headers=root)).status_code == 200
@@ -287,7 +291,7 @@ async def test_role_names_are_unique_and_found_whatever_their_case(
     response = await client.delete("/admin/roles/aDmIn", headers=root)
     assert response.status_code == 409  # still the admin role, which cannot be deleted
     with pytest.raises(ConflictError):
-        await roles_service.create_role(session, RoleCreate(name="OPS"))
+        await roles_service.create_role(session, RoleCreate(name="OPS"), actor=SYSTEM)
 
 
 # Races: a grant cannot slip in between the check and the change ------------------------------
@@ -300,8 +304,10 @@ async def test_a_grant_to_a_user_waits_for_a_check_on_them_in_flight(
     database = Database(settings)
     try:
         async with database.session() as session:
-            await roles_service.create_role(session, RoleCreate(name="sales"))
-            await roles_service.create_role(session, RoleCreate(name="clerks", permissions=CLERK))
+            await roles_service.create_role(session, RoleCreate(name="sales"), actor=SYSTEM)
+            await roles_service.create_role(
+                session, RoleCreate(name="clerks", permissions=CLERK), actor=SYSTEM
+            )
             clerk = await make_user(session, settings, "clerk", roles=["clerks"])
             target = await make_user(session, settings, "target")
         actor = Actor(
@@ -314,7 +320,7 @@ async def test_a_grant_to_a_user_waits_for_a_check_on_them_in_flight(
         async def grant_sales() -> None:
             async with database.session() as other:
                 user = await users_service.get_user(other, target.id)
-                await roles_service.grant_role(other, user, "sales")
+                await roles_service.grant_role(other, user, "sales", actor=SYSTEM)
 
         async with database.session() as session:
             user = await users_service.get_user(session, target.id)
@@ -327,11 +333,11 @@ async def test_a_grant_to_a_user_waits_for_a_check_on_them_in_flight(
         # The other order: a grant under way is seen by the check once it commits.
         async with database.session() as session:
             await roles_service.revoke_role(
-                session, await users_service.get_user(session, target.id), "sales"
+                session, await users_service.get_user(session, target.id), "sales", actor=SYSTEM
             )
         async with database.session() as granting:
             await roles_service.grant_role(
-                granting, await users_service.get_user(granting, target.id), "sales"
+                granting, await users_service.get_user(granting, target.id), "sales", actor=SYSTEM
             )
 
             async def check() -> None:

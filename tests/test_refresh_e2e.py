@@ -17,6 +17,8 @@ from sqlalchemy.engine import make_url
 from tests.helpers import PASSWORD, bearer, login, refresh
 from tests.live import LiveServer, live_server
 
+pytestmark = pytest.mark.slow  # starts `idp serve` processes
+
 
 def create_alice(server: LiveServer) -> None:
     created = server.idp("users", "create", "alice", "--email", "a@example.com", stdin=PASSWORD)

@@ -12,10 +12,10 @@ from httpx import ASGITransport, AsyncClient
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.configuration.database import Database
-from idp.configuration.logging import JsonFormatter, RequestIdFilter
 from idp.configuration.settings import Settings
 from idp.main import create_app
-from idp.services.keys import KeyRing
+from idp.observability.logging import JsonFormatter, RequestIdFilter
+from idp.services.keyring import KeyRing
 from tests.conftest import ISSUER
 from tests.helpers import PASSWORD, login, make_user
 

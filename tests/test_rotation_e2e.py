@@ -7,9 +7,12 @@ from pathlib import Path
 
 import httpx
 import jwt
+import pytest
 
 from tests.helpers import PASSWORD
 from tests.live import LiveServer, live_server
+
+pytestmark = pytest.mark.slow  # starts `idp serve` processes
 
 # Short lifetimes so a retired key becomes prunable within the test.
 ENV = {"IDP_ACCESS_TOKEN_TTL": "20", "IDP_CLOCK_LEEWAY": "0", "IDP_JWKS_MAX_AGE": "2"}
@@ -84,7 +87,8 @@ def test_rotation_prune_and_revoke_on_a_running_server(e2e_database: str, tmp_pa
         _wait_for(lambda: old_active in server.idp("keys", "prune").stdout, timeout=40)
         _wait_for(lambda: old_active not in _jwks_kids(server))
 
-        assert server.idp("keys", "revoke", first_next).returncode == 0
+        revoked = server.idp("keys", "revoke", first_next)
+        assert revoked.returncode == 0, revoked.stderr
         _wait_for(lambda: first_next not in _jwks_kids(server))
         assert _me(server, new_token) == 401  # a revoked key verifies nothing, at once
         assert _kid(_token(server)) == new_next  # revoking the active key promoted next

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.configuration.settings import Settings
 from idp.services import passwords
-from idp.services.keys import KeyRing
+from idp.services.keyring import KeyRing
 from tests.conftest import AUDIENCE, ISSUER
 from tests.helpers import PASSWORD, bearer, hs256, login, make_user, unsigned
 
@@ -82,13 +82,16 @@ async def test_bad_credentials_all_look_the_same(
         await login(client, "nobody-here", PASSWORD),
         await login(client, "disabled", PASSWORD),
         await login(client, "nopassword", PASSWORD),
-        await login(client, "alice", "x" * 100),
     ]
     for response in answers:
         assert response.status_code == 400
         assert response.headers["cache-control"] == "no-store"
     assert len({r.text for r in answers}) == 1
     assert answers[0].json()["error"] == "invalid_grant"
+    # A password no account can have: one answer too, whether the account exists or not.
+    too_long = [await login(client, username, "x" * 100) for username in ("alice", "nobody-here")]
+    assert {(r.status_code, r.json()["error"]) for r in too_long} == {(400, "invalid_request")}
+    assert too_long[0].text == too_long[1].text
 
 
 @pytest.mark.parametrize(
@@ -291,6 +294,24 @@ async def test_claim_checks_on_tokens_we_signed(
     assert (await client.get("/me", headers=bearer(sign(_valid_claims(sub))))).status_code == 200
     for name, token in cases.items():
         assert (await client.get("/me", headers=bearer(token))).status_code == 401, name
+
+
+@pytest.mark.parametrize("claim", ["iat", "jti", "client_id", "sub"])
+async def test_tokens_the_verifier_refuses_are_refused_here_too(
+    client: AsyncClient, session: AsyncSession, settings: Settings, keyring: KeyRing, claim: str
+) -> None:
+    """One set of token rules: a token of ours lacking an RFC 9068 claim is as invalid for
+    /me and introspection as for a service using idp_verifier."""
+    admin = await make_user(session, settings, "root", roles=["admin"])
+    caller = (await login(client, "root")).json()["access_token"]
+    token = keyring.current.sign(
+        {k: v for k, v in _valid_claims(str(admin.id)).items() if k != claim}
+    )
+    response = await client.get("/me", headers=bearer(token))
+    assert response.status_code == 401
+    assert "required claim" in response.headers["www-authenticate"]
+    introspected = await client.post("/introspect", data={"token": token}, headers=bearer(caller))
+    assert introspected.json() == {"active": False}
 
 
 async def test_me_without_token_is_401_bearer(client: AsyncClient) -> None:

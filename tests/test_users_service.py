@@ -15,6 +15,7 @@ from idp.schemas.users import UserCreate
 from idp.services import passwords
 from idp.services import roles as roles_service
 from idp.services import users as users_service
+from idp.services.permissions import SYSTEM
 
 
 async def test_create_user_hashes_password_with_configured_cost(
@@ -24,6 +25,7 @@ async def test_create_user_hashes_password_with_configured_cost(
         session,
         settings,
         UserCreate(username="Alice", email="alice@example.com", password="correct horse"),
+        actor=SYSTEM,
     )
     assert user.password_hash is not None
     assert passwords.hash_rounds(user.password_hash) == settings.bcrypt_rounds
@@ -40,11 +42,11 @@ async def test_username_and_email_unique_whatever_the_case(
     session: AsyncSession, settings: Settings, username: str, email: str
 ) -> None:
     await users_service.create_user(
-        session, settings, UserCreate(username="alice", email="alice@example.com")
+        session, settings, UserCreate(username="alice", email="alice@example.com"), actor=SYSTEM
     )
     with pytest.raises(ConflictError):
         await users_service.create_user(
-            session, settings, UserCreate(username=username, email=email)
+            session, settings, UserCreate(username=username, email=email), actor=SYSTEM
         )
     # The session is still usable after the conflict (the flush ran in a savepoint).
     found = await users_service.get_by_username(session, "Alice")
@@ -76,6 +78,7 @@ async def test_password_policy_refuses_with_a_clear_reason(
             session,
             settings,
             UserCreate(username="dave", email="dave@example.com", password=password),
+            actor=SYSTEM,
         )
 
 
@@ -84,7 +87,10 @@ async def test_72_byte_password_is_accepted_and_verifies(
 ) -> None:
     password = "ü" * 36  # exactly 72 bytes
     user = await users_service.create_user(
-        session, settings, UserCreate(username="erin", email="erin@example.com", password=password)
+        session,
+        settings,
+        UserCreate(username="erin", email="erin@example.com", password=password),
+        actor=SYSTEM,
     )
     assert user.password_hash is not None
     assert await passwords.verify_password(password, user.password_hash)
@@ -97,6 +103,7 @@ async def test_unknown_role_is_not_found(session: AsyncSession, settings: Settin
             session,
             settings,
             UserCreate(username="frank", email="f@example.com", roles=["nosuchrole"]),
+            actor=SYSTEM,
         )
 
 
@@ -110,14 +117,19 @@ async def test_migration_seeds_admin_role_with_whole_catalogue(session: AsyncSes
 async def test_roles_grant_revoke_and_last_admin_guard(
     session: AsyncSession, settings: Settings
 ) -> None:
-    await roles_service.create_role(session, RoleCreate(name="auditor", permissions=["audit:read"]))
-    with pytest.raises(ConflictError):
-        await roles_service.create_role(session, RoleCreate(name="auditor"))
-    user = await users_service.create_user(
-        session, settings, UserCreate(username="gina", email="gina@example.com", roles=["auditor"])
+    await roles_service.create_role(
+        session, RoleCreate(name="auditor", permissions=["audit:read"]), actor=SYSTEM
     )
-    assert await roles_service.grant_role(session, user, "auditor") is False
-    assert await roles_service.revoke_role(session, user, "auditor") is True
+    with pytest.raises(ConflictError):
+        await roles_service.create_role(session, RoleCreate(name="auditor"), actor=SYSTEM)
+    user = await users_service.create_user(
+        session,
+        settings,
+        UserCreate(username="gina", email="gina@example.com", roles=["auditor"]),
+        actor=SYSTEM,
+    )
+    assert await roles_service.grant_role(session, user, "auditor", actor=SYSTEM) is False
+    assert await roles_service.revoke_role(session, user, "auditor", actor=SYSTEM) is True
 
     generated = await users_service.ensure_admin(
         session, settings, username="root", email="root@example.com", password=None
@@ -131,7 +143,7 @@ async def test_roles_grant_revoke_and_last_admin_guard(
     )
     root = await users_service.get_by_username(session, "root")
     with pytest.raises(ConflictError, match="no active user"):
-        await roles_service.revoke_role(session, root, "admin")
+        await roles_service.revoke_role(session, root, "admin", actor=SYSTEM)
 
 
 async def test_list_users_filters_and_paginates(session: AsyncSession, settings: Settings) -> None:
@@ -142,6 +154,7 @@ async def test_list_users_filters_and_paginates(session: AsyncSession, settings:
             UserCreate(
                 username=f"list{i}", email=f"list{i}@example.com", roles=["admin"] if i % 2 else []
             ),
+            actor=SYSTEM,
         )
     page, total = await users_service.list_users(session, limit=2, offset=0, username_prefix="LIST")
     assert total == 5 and [u.username for u in page] == ["list0", "list1"]

@@ -21,6 +21,8 @@ from idp_verifier import (
 from tests.helpers import PASSWORD, b64url, hs256, unsigned
 from tests.live import LiveServer, live_server
 
+pytestmark = pytest.mark.slow  # starts `idp serve` processes
+
 AUDIENCE = "api.test"
 
 

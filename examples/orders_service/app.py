@@ -48,11 +48,15 @@ class Caller(BaseModel):
 
 def create_app(issuer: str | None = None, audience: str | None = None) -> FastAPI:
     """Build the service from ORDERS_ISSUER (idp's issuer URL), ORDERS_AUDIENCE and, where the
-    issuer's public URL is not reachable from here (a container network), ORDERS_JWKS_URL."""
+    issuer's public URL is not reachable from here (a container network), ORDERS_JWKS_URL.
+
+    Keys come over https, or plain http to loopback; ORDERS_ALLOW_HTTP=true allows plain http
+    to other hosts, for a private network such as the compose file's."""
     verifier = TokenVerifier(
         issuer or os.environ.get("ORDERS_ISSUER", "http://127.0.0.1:8000"),
         audience or os.environ.get("ORDERS_AUDIENCE", "orders"),
         jwks_uri=os.environ.get("ORDERS_JWKS_URL") or None,
+        allow_http=os.environ.get("ORDERS_ALLOW_HTTP", "").lower() in ("1", "true", "yes"),
     )
     auth = BearerAuth(verifier, permissions=PERMISSIONS)
     orders: dict[int, Order] = {}

@@ -10,6 +10,3 @@ class Clock:
 
     def now(self) -> datetime:
         return datetime.now(UTC)
-
-    def timestamp(self) -> float:
-        return self.now().timestamp()

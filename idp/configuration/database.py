@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import asyncpg  # type: ignore[import-untyped]
 from sqlalchemy import event, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import (
@@ -17,6 +21,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.pool import QueuePool
 
 from idp.configuration.exceptions import IdpError, ServiceUnavailableError, ValidationFailedError
 from idp.configuration.settings import Settings
@@ -25,6 +30,7 @@ from idp.configuration.settings import Settings
 def create_engine(settings: Settings) -> AsyncEngine:
     """Build the engine for `IDP_DATABASE_URL` with pool and timeout settings applied."""
     if settings.is_sqlite:
+        _private_sqlite_file(settings.database_url)
         engine = create_async_engine(
             settings.database_url,
             hide_parameters=True,
@@ -52,6 +58,23 @@ def create_engine(settings: Settings) -> AsyncEngine:
             },
         },
     )
+
+
+def _private_sqlite_file(url: str) -> None:
+    """Create the SQLite file owner-only (0600) before SQLite does, or make an existing one so:
+    it holds password hashes. SQLite gives its -wal and -shm files the database file's mode."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if file.exists() and file.stat().st_mode & 0o077:
+                file.chmod(0o600)
+    except OSError:
+        # A missing directory or a file owned by another user: SQLite reports it on connect.
+        pass
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -105,6 +128,12 @@ def is_invalid_data(exc: BaseException) -> bool:
     return any(isinstance(error, asyncpg.exceptions.DataError) for error in _chain(exc))
 
 
+@dataclass(frozen=True, slots=True)
+class DatabaseProbe:
+    reachable: bool
+    revision: str | None
+
+
 class Database:
     """Engine plus session factory. `bind` lets tests run every session inside one transaction."""
 
@@ -119,42 +148,57 @@ class Database:
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
-        """One unit of work: commit when the block succeeds, roll back on any exception
-        (except an `IdpError` raised with `keep_changes=True`, which commits, then propagates).
+        """One unit of work: commit when the block succeeds, roll back when it raises, and
+        translate what the database says: unreachable is `ServiceUnavailableError` (503), a
+        value PostgreSQL refuses is `ValidationFailedError` (422), never a 500.
 
-        An unreachable database surfaces as `ServiceUnavailableError` (503), never as a 500.
+        Work that must outlive a failed request (lockout counters, the family a reused refresh
+        token revokes) opens a unit of work of its own rather than keeping this one's changes.
         """
-        async with self.sessionmaker() as session:
-            try:
+        try:
+            async with self.sessionmaker() as session:
                 try:
                     yield session
-                except IdpError as refusal:
-                    if not refusal.keep_changes:
-                        raise
                     await session.commit()
+                except BaseException:
+                    with suppress(Exception):  # a dead connection cannot roll back
+                        await session.rollback()
                     raise
-                await session.commit()
-            except BaseException as exc:
-                with suppress(Exception):  # a dead connection cannot roll back; it is discarded
-                    await session.rollback()
-                if isinstance(exc, IdpError):
-                    raise
-                if is_unavailable(exc):
-                    raise ServiceUnavailableError("database unreachable") from exc
-                if is_invalid_data(exc):
-                    raise ValidationFailedError(
-                        "a value is out of range or not valid text"
-                    ) from exc
-                raise
+        except IdpError:
+            raise
+        except Exception as exc:
+            if is_unavailable(exc):
+                raise ServiceUnavailableError("database unreachable") from exc
+            if is_invalid_data(exc):
+                raise ValidationFailedError("a value is out of range or not valid text") from exc
+            raise
 
     async def ping(self) -> bool:
         """True when the database answers a trivial query."""
+        return (await self.probe()).reachable
+
+    async def probe(self) -> DatabaseProbe:
+        """Whether the database answers, and its Alembic revision (None: not migrated at all)."""
         try:
             async with self.engine.connect() as connection:
                 await connection.execute(text("SELECT 1"))
+                try:
+                    revision = (
+                        await connection.execute(text("SELECT version_num FROM alembic_version"))
+                    ).scalar_one_or_none()
+                except Exception:  # no alembic_version table: an empty database
+                    revision = None
         except Exception:
-            return False
-        return True
+            return DatabaseProbe(reachable=False, revision=None)
+        return DatabaseProbe(reachable=True, revision=revision)
+
+    def pool_status(self) -> tuple[int, int, int] | None:
+        """(size, checked out, overflow) of a queue pool; None for pools that keep no count."""
+        pool = self.engine.pool
+        if not isinstance(pool, QueuePool):
+            return None
+        # `overflow()` counts from -size up while the pool fills; only the excess is overflow.
+        return pool.size(), pool.checkedout(), max(0, pool.overflow())
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -1,10 +1,15 @@
 """One typed hierarchy for every error the service raises on purpose.
 
-Each class carries the HTTP status it maps to; `idp.main` turns them into responses in one
-place and the CLI prints their message as one line.
+Each class carries its HTTP status and headers; `controllers/errors.py` only chooses the body
+shape, and the CLI prints the message as one line.
 """
 
 from __future__ import annotations
+
+from typing import Final
+
+# Token responses and OAuth errors must not be cached (RFC 6749 sections 5.1 and 5.2).
+NO_STORE: Final = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 class IdpError(Exception):
@@ -13,12 +18,14 @@ class IdpError(Exception):
     status_code: int = 500
     default_message: str = "internal error"
 
-    def __init__(self, message: str | None = None, *, keep_changes: bool = False) -> None:
+    def __init__(self, message: str | None = None) -> None:
         self.message = message or self.default_message
-        # The unit of work commits before the error response: a refusal that must leave a
-        # trace, such as the family a reused refresh token revokes.
-        self.keep_changes = keep_changes
         super().__init__(self.message)
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Response headers the error requires."""
+        return {}
 
 
 class NotFoundError(IdpError):
@@ -42,6 +49,14 @@ class AuthenticationError(IdpError):
     status_code = 401
     default_message = "not authenticated"
 
+    @property
+    def headers(self) -> dict[str, str]:
+        """RFC 6750 section 3: a bare challenge without a token, the reason with a bad one."""
+        if self.message == AuthenticationError.default_message:
+            return {"WWW-Authenticate": "Bearer"}
+        challenge = f'Bearer error="invalid_token", error_description="{self.message}"'
+        return {"WWW-Authenticate": challenge}
+
 
 class PermissionDeniedError(IdpError):
     status_code = 403
@@ -61,6 +76,10 @@ class TooManyRequestsError(IdpError):
         super().__init__(message)
         self.retry_after = retry_after
 
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
 
 class KeystoreError(IdpError):
     """The keystore is missing, unreadable or refuses an operation (e.g. a too-early rotation)."""
@@ -75,6 +94,10 @@ class OAuthError(IdpError):
     status_code = 400
     error: str = "invalid_request"
     default_message = "the request is missing a parameter or is otherwise malformed"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return dict(NO_STORE)
 
 
 class InvalidRequestError(OAuthError):
@@ -101,12 +124,6 @@ class InvalidTargetError(OAuthError):
 class UnsupportedGrantTypeError(OAuthError):
     error = "unsupported_grant_type"
     default_message = "the grant type is not supported"
-
-
-class InvalidClientError(OAuthError):
-    status_code = 401
-    error = "invalid_client"
-    default_message = "client authentication failed"
 
 
 class InvalidTokenError(AuthenticationError):

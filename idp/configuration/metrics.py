@@ -11,6 +11,7 @@ live in files there and any worker's `/metrics` reports the sum over all workers
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -64,17 +65,39 @@ REQUESTS_IN_PROGRESS = Gauge(
     "HTTP requests being handled now.",
     multiprocess_mode="livesum",
 )
+# Every outcome a grant can have: each is exported as 0 from the start, so an alert on
+# `rate(idp_logins_total{outcome="unavailable"}[5m])` fires on the very first failure.
+OAUTH_ERRORS: Final = (
+    "invalid_request",
+    "invalid_grant",
+    "invalid_scope",
+    "invalid_client",
+    "unsupported_grant_type",
+    "invalid_target",
+)
+LOGIN_OUTCOMES: Final = (SUCCESS, *OAUTH_ERRORS, RATE_LIMITED, UNAVAILABLE, ERROR)
+REFRESH_OUTCOMES: Final = (SUCCESS, *OAUTH_ERRORS, UNAVAILABLE, ERROR)
+# The grants of POST /token, and the `client_id` label until clients are registered: the
+# request's client_id is whatever a client sends, so it cannot be a label (unbounded series).
+GRANTS: Final = ("password", "refresh_token")
+UNREGISTERED_CLIENT: Final = "none"
+
 LOGINS = Counter(
     "idp_logins",
-    "Password-grant logins by outcome: success, invalid_grant, invalid_request, rate_limited, "
-    "unavailable, error.",
+    "Password-grant logins by outcome: success, an RFC 6749 error code (invalid_grant, "
+    "invalid_request, ...), rate_limited, unavailable, error.",
     ["outcome"],
 )
 REFRESHES = Counter(
     "idp_refreshes",
-    "Refresh-token grants by outcome: success, invalid_grant (expired, revoked or reused), "
-    "invalid_request, unavailable, error.",
+    "Refresh-token grants by outcome: success, an RFC 6749 error code (invalid_grant: expired, "
+    "revoked or reused), unavailable, error.",
     ["outcome"],
+)
+TOKENS_ISSUED = Counter(
+    "idp_tokens_issued",
+    'Access tokens issued, by grant and client ("none" until clients are registered).',
+    ["grant", "client_id"],
 )
 REFRESH_REUSES = Counter(
     "idp_refresh_token_reuses",
@@ -92,9 +115,12 @@ KEY_RELOADS = Counter(
 
 
 # Zero rather than absent for the outcomes a dashboard plots, from the first scrape on.
-for _outcome in (SUCCESS, "invalid_grant", "invalid_request"):
+for _outcome in LOGIN_OUTCOMES:
     LOGINS.labels(outcome=_outcome)
+for _outcome in REFRESH_OUTCOMES:
     REFRESHES.labels(outcome=_outcome)
+for _grant in GRANTS:
+    TOKENS_ISSUED.labels(grant=_grant, client_id=UNREGISTERED_CLIENT)
 for _result in ("success", "failure"):
     KEY_RELOADS.labels(result=_result)
 
@@ -144,6 +170,19 @@ def count_outcome(counter: Counter) -> Iterator[None]:
     counter.labels(outcome=SUCCESS).inc()
 
 
+def count_issued(grant: str) -> None:
+    """Count one access token issued by `grant` (one of GRANTS)."""
+    TOKENS_ISSUED.labels(grant=grant, client_id=UNREGISTERED_CLIENT).inc()
+
+
+def build_version() -> str:
+    """The installed idp distribution's version."""
+    try:
+        return importlib.metadata.version("idp")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - run from a bare tree
+        return "unknown"
+
+
 @dataclass(frozen=True, slots=True)
 class SigningKeyStatus:
     """What /metrics says about the keys: read from the serving process's key ring."""
@@ -152,18 +191,64 @@ class SigningKeyStatus:
     alg: str
     active_since: datetime
     published: int
+    next_since: datetime | None = None  # when the `next` key was published
+    retired_removable_after: datetime | None = None  # the earliest among retired keys
 
 
-class SigningKeyCollector(Collector):
-    """The active key's id and age, computed at scrape time so the age is always current."""
+@dataclass(frozen=True, slots=True)
+class PoolStatus:
+    """This process's database connection pool, read at scrape time."""
 
-    def __init__(self, status: SigningKeyStatus, now: datetime | None = None) -> None:
-        self._status = status
+    size: int
+    checked_out: int
+    overflow: int
+
+
+class ScrapeTimeCollector(Collector):
+    """Build info, key ages and pool use, computed at scrape time so they are always current.
+
+    These describe the process that answers the scrape (per worker with `--workers N`).
+    """
+
+    def __init__(
+        self,
+        keys: SigningKeyStatus | None,
+        pool: PoolStatus | None = None,
+        now: datetime | None = None,
+    ) -> None:
+        self._keys = keys
+        self._pool = pool
         self._now = now
 
     def collect(self) -> Iterable[Metric]:
-        status = self._status
-        now = self._now or datetime.now(UTC)
+        build = GaugeMetricFamily(
+            "idp_build_info", "The running idp (value 1), by version.", labels=["version"]
+        )
+        build.add_metric([build_version()], 1)
+        yield build
+        if self._pool is not None:
+            yield from self._pool_metrics(self._pool)
+        if self._keys is not None:
+            yield from self._key_metrics(self._keys, self._now or datetime.now(UTC))
+
+    @staticmethod
+    def _pool_metrics(pool: PoolStatus) -> Iterable[Metric]:
+        yield GaugeMetricFamily(
+            "idp_db_pool_size", "Connections the pool keeps (IDP_DB_POOL_SIZE).", value=pool.size
+        )
+        yield GaugeMetricFamily(
+            "idp_db_pool_checked_out",
+            "Connections in use by requests now.",
+            value=pool.checked_out,
+        )
+        yield GaugeMetricFamily(
+            "idp_db_pool_overflow",
+            "Connections open beyond the pool size now (at most IDP_DB_MAX_OVERFLOW).",
+            value=pool.overflow,
+        )
+
+    @staticmethod
+    def _key_metrics(status: SigningKeyStatus, now: datetime) -> Iterable[Metric]:
         info = GaugeMetricFamily(
             "idp_signing_key_info",
             "The key that signs new tokens (value 1), by kid and algorithm.",
@@ -180,18 +265,31 @@ class SigningKeyCollector(Collector):
             "Keys published in the JWKS (next, active and retired).",
             value=status.published,
         )
-        return [info, age, published]
+        yield from (info, age, published)
+        if status.next_since is not None:
+            yield GaugeMetricFamily(
+                "idp_signing_key_next_age_seconds",
+                "Seconds since the next key was published; `idp keys rotate` promotes it once "
+                "this reaches IDP_JWKS_MAX_AGE.",
+                value=max(0.0, (now - status.next_since).total_seconds()),
+            )
+        if status.retired_removable_after is not None:
+            yield GaugeMetricFamily(
+                "idp_signing_key_retired_removable_in_seconds",
+                "Seconds until the oldest retired key may be pruned; negative: overdue for "
+                "`idp keys prune`. Absent without retired keys.",
+                value=(status.retired_removable_after - now).total_seconds(),
+            )
 
 
 def multiprocess_dir() -> str | None:
     return os.environ.get(MULTIPROC_ENV) or None
 
 
-def render(keys: SigningKeyStatus | None) -> tuple[bytes, str]:
+def render(keys: SigningKeyStatus | None, pool: PoolStatus | None = None) -> tuple[bytes, str]:
     """The Prometheus text exposition of every metric, and its content type."""
     extra = CollectorRegistry(auto_describe=False)
-    if keys is not None:
-        extra.register(SigningKeyCollector(keys))
+    extra.register(ScrapeTimeCollector(keys, pool))
     if multiprocess_dir():
         shared = CollectorRegistry(auto_describe=False)
         MultiProcessCollector(shared)  # type: ignore[no-untyped-call]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -113,6 +114,12 @@ class Settings(BaseSettings):
         description="Failures from all addresses together that lock the whole account "
         "(0: four times IDP_LOCKOUT_THRESHOLD).",
     )
+    lockout_account_min_addresses: int = Field(
+        3,
+        ge=1,
+        description="Distinct client addresses the account-wide lock needs failures from, so "
+        "one address only ever locks itself out.",
+    )
     lockout_wait: int = Field(60, ge=1, description="First lockout, in seconds.")
     lockout_wait_increment: int = Field(60, ge=0, description="Added to each further lockout.")
     lockout_max_wait: int = Field(900, ge=1, description="Longest lockout, in seconds.")
@@ -122,8 +129,8 @@ class Settings(BaseSettings):
     token_rate_limit: int = Field(
         20,
         ge=0,
-        description="Password-grant requests per client address per minute, per process "
-        "(0: no limit).",
+        description="Password checks (password grants and password changes) per client "
+        "address per minute, per process (0: no limit).",
     )
 
     # Bootstrap admin, in the manner of KC_BOOTSTRAP_ADMIN_*
@@ -140,6 +147,19 @@ class Settings(BaseSettings):
         65_536,
         ge=1024,
         description="Largest request body accepted, in bytes; a larger one is answered 413.",
+    )
+
+    max_header_size: int = Field(
+        16_384,
+        ge=1024,
+        le=1_048_576,
+        description="Largest request head (request line and headers) accepted, in bytes; "
+        "larger headers are answered 431 and the server buffers at most twice this.",
+    )
+    forwarded_allow_ips: str = Field(
+        "127.0.0.1",
+        description="Comma list of proxy addresses or networks whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed (`*` is refused: any client could pick its address).",
     )
 
     # Logs
@@ -184,6 +204,20 @@ class Settings(BaseSettings):
         if not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
             raise ValueError("use postgresql+asyncpg://... or sqlite+aiosqlite:///...")
         return value
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _named_proxies_only(cls, value: str) -> str:
+        entries = [part.strip() for part in value.split(",") if part.strip()]
+        if "*" in entries:
+            raise ValueError(
+                "`*` would let every client choose its own address; name the proxy's "
+                "address or network"
+            )
+        for entry in entries:
+            if not entry.startswith("unix:"):
+                ipaddress.ip_network(entry, strict=False)  # a ValueError names the bad entry
+        return ",".join(entries)
 
     @model_validator(mode="after")
     def _coherent(self) -> Settings:

@@ -107,11 +107,11 @@ async def get_user(user_id: UserId, _actor: UsersRead, session: SessionDep) -> U
     responses={409: {"description": "Email taken, or this would disable the last admin"}},
 )
 async def update_user(
-    user_id: UserId, data: UserUpdate, actor: UsersWrite, session: SessionDep
+    user_id: UserId, data: UserUpdate, actor: UsersWrite, session: SessionDep, clock: ClockDep
 ) -> UserOut:
     """Change a user's email or active state (a disabled user's tokens stop working here)."""
     user = await users_service.get_user(session, user_id)
-    await users_service.update_user(session, user, data, actor=actor)
+    await users_service.update_user(session, user, data, actor=actor, now=clock.now())
     return users_service.to_out(await users_service.get_user(session, user_id))
 
 
@@ -134,10 +134,13 @@ async def set_password(
     actor: UsersWrite,
     session: SessionDep,
     settings: SettingsDep,
+    clock: ClockDep,
 ) -> Response:
     """Reset a user's password; the password policy applies (422 with the reason)."""
     user = await users_service.get_user(session, user_id)
-    await users_service.set_password(session, settings, user, data.password, actor=actor)
+    await users_service.set_password(
+        session, settings, user, data.password, actor=actor, now=clock.now()
+    )
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 

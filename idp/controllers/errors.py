@@ -9,39 +9,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from idp.configuration.database import is_unavailable
-from idp.configuration.exceptions import (
-    AuthenticationError,
-    IdpError,
-    OAuthError,
-    ServiceUnavailableError,
-    TooManyRequestsError,
-)
+from idp.configuration.exceptions import IdpError, OAuthError, ServiceUnavailableError
 
 logger = logging.getLogger(__name__)
 
-NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-
 
 def error_response(exc: IdpError) -> JSONResponse:
-    """RFC 6749 shape for OAuth errors, `{"detail": ...}` for everything else."""
-    headers: dict[str, str] = {}
+    """RFC 6749 shape for OAuth errors, `{"detail": ...}` for everything else; the status and
+    headers are the error's own."""
     if isinstance(exc, OAuthError):
         body: dict[str, object] = {"error": exc.error, "error_description": exc.message}
-        headers.update(NO_STORE)
-        if exc.status_code == 401:
-            headers["WWW-Authenticate"] = 'Basic realm="idp"'
     else:
         body = {"detail": exc.message}
-    if isinstance(exc, AuthenticationError):
-        headers["WWW-Authenticate"] = getattr(exc, "www_authenticate", None) or (
-            f'Bearer error="invalid_token", error_description="{exc.message}"'
-            if exc.message != AuthenticationError.default_message
-            else "Bearer"
-        )
-    if isinstance(exc, TooManyRequestsError):
-        headers["Retry-After"] = str(exc.retry_after)
-    return JSONResponse(body, status_code=exc.status_code, headers=headers)
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _idp_error(_request: Request, exc: Exception) -> JSONResponse:
@@ -70,15 +50,11 @@ async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
-    return JSONResponse(
-        {"detail": exc.detail}, status_code=exc.status_code, headers=getattr(exc, "headers", None)
-    )
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-    if is_unavailable(exc):
-        logger.warning("database unavailable during %s %s", request.method, request.url.path)
-        return JSONResponse({"detail": "service temporarily unavailable"}, status_code=503)
+    # Database errors arrive translated (`Database.session`): what reaches here is a bug.
     logger.exception("unhandled error during %s %s", request.method, request.url.path)
     return JSONResponse({"detail": "internal error"}, status_code=500)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
 
+from idp.configuration.migrations import SchemaHead, SchemaState
 from idp.dependencies.database import DatabaseDep
 from idp.schemas.health import Health, Readiness
 
@@ -19,15 +20,26 @@ async def healthz() -> Health:
 @router.get(
     "/readyz",
     response_model=Readiness,
-    responses={503: {"model": Readiness, "description": "database or signing key missing"}},
+    responses={
+        503: {
+            "model": Readiness,
+            "description": "database unreachable or not migrated to head, or no signing key",
+        }
+    },
 )
 async def readyz(request: Request, response: Response, database: DatabaseDep) -> Readiness:
-    """200 when the database answers and a signing key is loaded, else 503."""
-    database_ok = await database.ping()
+    """200 when the database answers at the schema's head revision (or a newer one, during a
+    rolling upgrade) and a signing key is loaded, else 503."""
+    probe = await database.probe()
+    head: SchemaHead = request.app.state.schema_head
+    schema_ok = probe.reachable and head.state(probe.revision) is not SchemaState.BEHIND
     key_ok = getattr(request.app.state, "keyring", None) is not None
-    ready = database_ok and key_ok
+    ready = schema_ok and key_ok
     if not ready:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return Readiness(
-        status="ready" if ready else "unavailable", database=database_ok, signing_key=key_ok
+        status="ready" if ready else "unavailable",
+        database=probe.reachable,
+        migrated=schema_ok,
+        signing_key=key_ok,
     )

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response, status
+from fastapi import APIRouter, Depends, Response, status
 
-from idp.dependencies.auth import CallerDep
+from idp.dependencies.authentication import CallerDep
+from idp.dependencies.client import ClientAddressDep
 from idp.dependencies.clock import ClockDep
-from idp.dependencies.database import SessionDep, SettingsDep
+from idp.dependencies.database import DatabaseDep, SessionDep, SettingsDep
+from idp.dependencies.ratelimit import limit_password_check
 from idp.schemas.users import PasswordChange, Profile
 from idp.services import users as users_service
 
@@ -22,23 +24,32 @@ async def me(caller: CallerDep, session: SessionDep) -> Profile:
 @router.post(
     "/me/password",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={403: {"description": "the current password is wrong"}},
+    responses={
+        403: {"description": "the current password is wrong, or too many were (lockout)"},
+        429: {"description": "too many password checks from this address; see Retry-After"},
+    },
+    dependencies=[Depends(limit_password_check)],
 )
 async def change_password(
     body: PasswordChange,
     caller: CallerDep,
     session: SessionDep,
+    database: DatabaseDep,
+    client_address: ClientAddressDep,
     settings: SettingsDep,
     clock: ClockDep,
 ) -> Response:
-    """Change the caller's password. Ends the user's other sessions; this one continues."""
+    """Change the caller's password. Ends the user's other sessions; this one continues.
+    Wrong current passwords count in the login lockout; refusals and the change are audited."""
     await users_service.change_password(
         session,
+        database,
         settings,
         caller.user,
         current_password=body.current_password,
         new_password=body.new_password,
-        keep_session=caller.session_id,
+        keep_sid=caller.sid,
+        client_address=client_address,
         now=clock.now(),
     )
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -8,16 +8,19 @@ from fastapi import APIRouter, Depends, Form, Request, Response
 from fastapi.responses import JSONResponse
 
 from idp.configuration import metrics
-from idp.configuration.exceptions import InvalidRequestError, UnsupportedGrantTypeError
-from idp.controllers.errors import NO_STORE
-from idp.dependencies.auth import KeySetDep
+from idp.configuration.exceptions import (
+    NO_STORE,
+    InvalidRequestError,
+    UnsupportedGrantTypeError,
+)
+from idp.dependencies.authentication import KeySetDep
 from idp.dependencies.client import ClientAddressDep
 from idp.dependencies.clock import ClockDep
 from idp.dependencies.database import DatabaseDep, SessionDep, SettingsDep
 from idp.dependencies.permissions import TokensIntrospect
 from idp.dependencies.ratelimit import limit_password_grant
 from idp.schemas.oauth import IntrospectionResponse, OAuthErrorBody, TokenResponse
-from idp.services import introspection, login
+from idp.services import oauth
 
 router = APIRouter(tags=["oauth"])
 
@@ -70,7 +73,7 @@ async def token(
         with metrics.count_outcome(metrics.LOGINS):
             if not username or password is None or password == "":
                 raise InvalidRequestError("username and password are required")
-            result = await login.password_grant(
+            result = await oauth.password_grant(
                 session,
                 settings,
                 keyset,
@@ -87,8 +90,8 @@ async def token(
         with metrics.count_outcome(metrics.REFRESHES):
             if not refresh_token:
                 raise InvalidRequestError("refresh_token is required")
-            result = await login.refresh_grant(
-                session,
+            result = await oauth.refresh_grant(
+                database,
                 settings,
                 keyset,
                 refresh_token=refresh_token,
@@ -99,6 +102,7 @@ async def token(
             )
     else:
         raise UnsupportedGrantTypeError(f"grant_type {grant_type[:40]!r} is not supported")
+    metrics.count_issued(grant_type)
     return JSONResponse(result.model_dump(exclude_none=True), headers=NO_STORE)
 
 
@@ -121,7 +125,7 @@ async def revoke(
     200 with an empty body whether or not the token was known."""
     if not token:
         raise InvalidRequestError("token is required")
-    await introspection.revoke(session, settings, keyset, token, now=clock.now())
+    await oauth.revoke(session, settings, keyset, token, now=clock.now())
     return Response(status_code=200, headers=NO_STORE)
 
 
@@ -148,5 +152,5 @@ async def introspect(
     active, else the token's standard members."""
     if not token:
         raise InvalidRequestError("token is required")
-    result = await introspection.introspect(session, settings, keyset, token, now=clock.now())
+    result = await oauth.introspect(session, settings, keyset, token, now=clock.now())
     return JSONResponse(result.model_dump(exclude_none=True), headers=NO_STORE)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 
 from idp.dependencies.database import SettingsDep
 from idp.schemas.oauth import ServerMetadata
-from idp.services.keys import KeyRing
+from idp.services.keyring import KeyRing
 
 router = APIRouter(tags=["discovery"])
 

@@ -13,7 +13,7 @@ from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
 
 from idp.configuration.constants import PERMISSIONS
-from idp.dependencies.auth import CallerDep, require_admin_audience
+from idp.dependencies.authentication import CallerDep, require_admin_audience
 from idp.dependencies.database import SessionDep
 from idp.services import permissions as permissions_service
 from idp.services.permissions import Actor

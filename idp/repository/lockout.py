@@ -13,7 +13,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, case, delete, func, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    case,
+    delete,
+    false,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
@@ -32,6 +43,8 @@ class Rule:
     forget_before: datetime
     # End given to a lock this attempt starts; the caller narrows it with the exact wait.
     lock_until: datetime
+    # False: the counter stops at the threshold without locking; the caller decides the lock.
+    locks: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,8 +81,9 @@ def _next_state(
 
     Locked: nothing changes but `count` reads threshold + 1 (the caller rolls back).
     Expired lock or forgotten failures: a new round starts at 1. Reaching the threshold: lock
-    (provisionally until `rule.lock_until`) and count one more lockout. Lockouts are forgotten
-    with the failures, so the wait grows only while failures keep coming.
+    (provisionally until `rule.lock_until`) and count one more lockout; with `rule.locks`
+    false the count stays at the threshold instead, each further attempt reaching it again.
+    Lockouts are forgotten with the failures, so the wait grows only while failures keep coming.
     """
     now = _moment(rule.now)
     locked = and_(until.is_not(None), until > now)
@@ -77,12 +91,13 @@ def _next_state(
     fresh = or_(stale, and_(until.is_not(None), until <= now))
     counted = case((fresh, 1), else_=count + 1)
     reaches = counted >= rule.threshold
+    locks = reaches if rule.locks else false()
     earlier_lockouts = case((stale, 0), else_=lockouts)
     return {
         count: case((locked, rule.threshold + 1), (reaches, rule.threshold), else_=counted),
         last: case((locked, last), else_=now),
-        lockouts: case((locked, lockouts), (reaches, earlier_lockouts + 1), else_=earlier_lockouts),
-        until: case((locked, until), (reaches, _moment(rule.lock_until)), else_=None),
+        lockouts: case((locked, lockouts), (locks, earlier_lockouts + 1), else_=earlier_lockouts),
+        until: case((locked, until), (locks, _moment(rule.lock_until)), else_=None),
     }
 
 
@@ -148,14 +163,35 @@ async def count_address_attempt(
     return Count(row[0], row[1], row[2])
 
 
-async def end_account_lock_at(session: AsyncSession, user_id: uuid.UUID, until: datetime) -> None:
-    """Give the lock the attempt just started its exact end (same transaction, row still locked)."""
+async def lock_account(
+    session: AsyncSession, user_id: uuid.UUID, until: datetime, lockouts: int
+) -> None:
+    """Lock the whole account, its `lockouts`-th consecutive lock (same transaction as the
+    attempt's count, so the row is still locked)."""
     await session.execute(
         update(User)
         .where(User.id == user_id)
-        .values({User.locked_until: until, User.updated_at: User.updated_at})
+        .values(
+            {
+                User.locked_until: until,
+                User.lockout_count: lockouts,
+                User.updated_at: User.updated_at,
+            }
+        )
         .execution_options(synchronize_session=False)
     )
+
+
+async def count_failing_addresses(
+    session: AsyncSession, user_id: uuid.UUID, *, forget_before: datetime
+) -> int:
+    """How many client addresses have failures against the account not yet forgotten."""
+    result = await session.scalar(
+        select(func.count())
+        .select_from(LoginFailure)
+        .where(LoginFailure.user_id == user_id, LoginFailure.last_failed_at > forget_before)
+    )
+    return result or 0
 
 
 async def end_address_lock_at(

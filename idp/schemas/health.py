@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 
 class Health(BaseModel):
@@ -11,5 +11,8 @@ class Health(BaseModel):
 
 class Readiness(BaseModel):
     status: str
-    database: bool
-    signing_key: bool
+    database: bool = Field(description="the database answers")
+    migrated: bool = Field(
+        description="the database is migrated to this release's head revision (or newer)"
+    )
+    signing_key: bool = Field(description="a signing key is loaded")

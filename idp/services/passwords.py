@@ -51,14 +51,26 @@ def check_policy(
             f"the password is longer than {BCRYPT_MAX_BYTES} bytes in UTF-8, "
             "the most bcrypt can use"
         )
-    folded = normalized.strip().casefold()
+    folded = _folded(password)
     local_part = email.rpartition("@")[0] if email else None
-    if folded in {value.casefold() for value in (username, email, local_part) if value}:
+    if folded in {_folded(value) for value in (username, email, local_part) if value}:
         raise ValidationFailedError("the password must not be the username or the email address")
     if folded in common_passwords():
         raise ValidationFailedError(
             "the password is too common: it is on a list of frequently used passwords"
         )
+
+
+def _folded(text: str) -> str:
+    """The form compared with the common-password list and the user's names: NFKC with case
+    folding, so fullwidth, superscript or differently cased spellings of an entry match too.
+    Only for comparing: the password is hashed as typed, so existing hashes stay valid."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold()).strip()
+
+
+def is_checkable(password: str) -> bool:
+    """False for what no stored password can be: over bcrypt's 72 bytes, or holding NUL."""
+    return _encode(password) is not None
 
 
 def _encode(password: str) -> bytes | None:

@@ -25,11 +25,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.configuration import metrics
 from idp.configuration.clock import Clock
-from idp.configuration.database import Database, is_unavailable
+from idp.configuration.database import Database
 from idp.configuration.exceptions import InvalidGrantError, ServiceUnavailableError
 from idp.configuration.settings import Settings
 from idp.models import RefreshFamily, RefreshToken
-from idp.models.base import utcnow
 from idp.repository import refresh_tokens as refresh_repo
 
 logger = logging.getLogger(__name__)
@@ -38,6 +37,16 @@ TOKEN_BYTES: Final = 32
 # token_urlsafe(32) is 43 characters; anything much longer is not ours and is not hashed.
 MAX_TOKEN_LENGTH: Final = 256
 PURGE_BATCH: Final = 1000
+
+
+class ReusedRefreshTokenError(InvalidGrantError):
+    """A consumed refresh token presented again: the same `invalid_grant` for the client, and
+    its family must end."""
+
+    def __init__(self, family_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        super().__init__()
+        self.family_id = family_id
+        self.user_id = user_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,14 +129,15 @@ async def rotate(
     """Consume `token` and issue its successor in the same family.
 
     Unknown, expired, revoked, or another client's token: `InvalidGrantError`. An already
-    consumed token: the family is revoked (and that revocation committed), then the same error.
+    consumed token: `ReusedRefreshTokenError`, whose family the caller ends with
+    `end_reused_family` once this unit of work has rolled back.
     """
     if not _plausible(token):
         raise InvalidGrantError()
     token_hash = hash_token(token)
     family_id = await refresh_repo.consume(session, token_hash, now=now, client_id=client_id)
     if family_id is None:
-        await _refuse(session, token_hash, now)
+        await _refuse(session, token_hash)
     family = await refresh_repo.extend_family(
         session, family_id, idle_expires_at=now + timedelta(seconds=settings.refresh_token_idle_ttl)
     )
@@ -136,18 +146,27 @@ async def rotate(
     return IssuedRefreshToken(await _issue(session, family.id, now), family)
 
 
-async def _refuse(session: AsyncSession, token_hash: str, now: datetime) -> NoReturn:
+async def _refuse(session: AsyncSession, token_hash: str) -> NoReturn:
     found = await refresh_repo.find(session, token_hash)
     if found is None or found[0].consumed_at is None:
         raise InvalidGrantError()
     _token, family, user = found
+    raise ReusedRefreshTokenError(family.id, user.id)
+
+
+async def end_reused_family(
+    database: Database, reused: ReusedRefreshTokenError, now: datetime
+) -> None:
+    """Revoke the family of a reused token in a unit of work of its own: it must stand
+    although the request that detected the reuse fails."""
     metrics.REFRESH_REUSES.inc()
-    if await refresh_repo.revoke_family(session, family.id, now=now):
+    async with database.session() as session:
+        revoked = await refresh_repo.revoke_family(session, reused.family_id, now=now)
+    if revoked:
         logger.warning(
             "refresh token reused: its session is revoked",
-            extra={"family_id": str(family.id), "user_id": str(user.id)},
+            extra={"family_id": str(reused.family_id), "user_id": str(reused.user_id)},
         )
-    raise InvalidGrantError(keep_changes=True)
 
 
 async def revoke(session: AsyncSession, token: str, *, now: datetime) -> bool:
@@ -168,17 +187,15 @@ async def revoke_family(session: AsyncSession, family_id: uuid.UUID, *, now: dat
     return revoked
 
 
-async def end_sessions(
+async def end_login_sessions(
     session: AsyncSession,
     user_id: uuid.UUID,
     *,
     keep: uuid.UUID | None = None,
-    now: datetime | None = None,
+    now: datetime,
 ) -> int:
     """End all the user's refresh-token families but `keep`; how many were ended."""
-    ended = await refresh_repo.revoke_user_families(
-        session, user_id, now=now or utcnow(), keep=keep
-    )
+    ended = await refresh_repo.revoke_user_families(session, user_id, now=now, keep=keep)
     if ended:
         logger.info("%d session(s) ended", ended, extra={"user_id": str(user_id)})
     return ended
@@ -249,11 +266,11 @@ async def purge_periodically(database: Database, settings: Settings, clock: Cloc
             result = await purge(
                 database, now=clock.now(), retention=settings.refresh_purge_retention
             )
-        except Exception as exc:
-            if isinstance(exc, ServiceUnavailableError) or is_unavailable(exc):
-                logger.warning("refresh-token purge skipped: database unavailable")
-            else:
-                logger.exception("refresh-token purge failed")
+        except ServiceUnavailableError:
+            logger.warning("refresh-token purge skipped: database unavailable")
+            continue
+        except Exception:
+            logger.exception("refresh-token purge failed")
             continue
         if result.families:
             logger.info(

@@ -21,7 +21,6 @@ from idp.repository.base import update_or_conflict
 from idp.schemas.roles import RoleCreate, RoleOut, RoleUpdate
 from idp.services import audit
 from idp.services.permissions import (
-    SYSTEM,
     Actor,
     ensure_holds,
     ensure_holds_roles,
@@ -54,7 +53,7 @@ async def get_permission(session: AsyncSession, code: str) -> Permission:
     return found[0]
 
 
-async def create_role(session: AsyncSession, data: RoleCreate, *, actor: Actor = SYSTEM) -> Role:
+async def create_role(session: AsyncSession, data: RoleCreate, *, actor: Actor) -> Role:
     """Create a role holding some catalogue permissions; 409 when the name is taken."""
     permissions = await roles_repo.permissions_by_code(session, data.permissions)
     missing = sorted(set(data.permissions) - {p.code for p in permissions})
@@ -86,9 +85,7 @@ async def list_permissions(session: AsyncSession) -> Sequence[Permission]:
     return await roles_repo.list_permissions(session)
 
 
-async def update_role(
-    session: AsyncSession, role: Role, data: RoleUpdate, *, actor: Actor = SYSTEM
-) -> Role:
+async def update_role(session: AsyncSession, role: Role, data: RoleUpdate, *, actor: Actor) -> Role:
     """Rename or describe a role; 409 when the new name is taken or the role is `admin`.
 
     Describing needs holding the role; renaming gives every holder a name nobody holds yet,
@@ -119,7 +116,7 @@ async def update_role(
 
 
 async def delete_role(
-    session: AsyncSession, name: str, *, force: bool = False, actor: Actor = SYSTEM
+    session: AsyncSession, name: str, *, force: bool = False, actor: Actor
 ) -> None:
     """Delete a role; 409 while users hold it unless `force`, and always for `admin`.
 
@@ -151,9 +148,7 @@ async def delete_role(
     )
 
 
-async def grant_role(
-    session: AsyncSession, user: User, role_name: str, *, actor: Actor = SYSTEM
-) -> bool:
+async def grant_role(session: AsyncSession, user: User, role_name: str, *, actor: Actor) -> bool:
     """Give `role_name` to `user`; False when the user already held it. The actor must hold
     the role (and so every permission it carries) and every role `user` holds."""
     role = await get_role(session, role_name)
@@ -172,9 +167,7 @@ async def grant_role(
     return changed
 
 
-async def revoke_role(
-    session: AsyncSession, user: User, role_name: str, *, actor: Actor = SYSTEM
-) -> bool:
+async def revoke_role(session: AsyncSession, user: User, role_name: str, *, actor: Actor) -> bool:
     """Take `role_name` from `user`, refusing to remove the last active admin (409). The actor
     must hold the role and every role `user` holds."""
     role = await get_role(session, role_name)
@@ -213,9 +206,7 @@ async def guard_last_admin(session: AsyncSession, user: User) -> None:
         raise ConflictError("this would leave no active user with the admin role")
 
 
-async def grant_permission(
-    session: AsyncSession, role: Role, code: str, *, actor: Actor = SYSTEM
-) -> bool:
+async def grant_permission(session: AsyncSession, role: Role, code: str, *, actor: Actor) -> bool:
     """Give catalogue permission `code` to `role`; False when the role already held it.
     The actor must hold both the permission and the role."""
     permission = await get_permission(session, code)
@@ -234,9 +225,7 @@ async def grant_permission(
     return changed
 
 
-async def revoke_permission(
-    session: AsyncSession, role: Role, code: str, *, actor: Actor = SYSTEM
-) -> None:
+async def revoke_permission(session: AsyncSession, role: Role, code: str, *, actor: Actor) -> None:
     """Take `code` from `role`; 404 when it does not hold it, 409 for `admin` (holds them all).
     The actor must hold both the permission and the role."""
     permission = await get_permission(session, code)

@@ -1,25 +1,22 @@
 """Access tokens (RFC 9068 profile): issuing with the active key, verifying with our own keys.
 
-Verification follows RFC 8725: the algorithm must be one of our published keys' and that
-key's own; the key is found by `kid` only in our key set (never `jwk`, `jku`, `x5u`, `x5c`);
-`typ`, `iss`, `aud`, `exp`, `nbf` and `iat` are all checked, and `crit` is refused.
+Verification is the verifier library's (`idp_verifier`), so the identity service and the
+services it protects accept exactly the same tokens: RFC 8725 header rules (the algorithm is
+the published key's own, the key is found by `kid` only in our key set, never `jwk`, `jku`,
+`x5u`, `x5c`; `crit` is refused), `typ`, and the RFC 9068 claims `iss`, `aud`, `exp`, `nbf`,
+`iat`, `sub`, `client_id`, `jti`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 import secrets
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, TypeGuard
-
-from joserfc import jws
-from joserfc.errors import JoseError
-from joserfc.jws import JWSRegistry
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
 
 from idp.configuration.exceptions import (
     InvalidRequestError,
@@ -27,13 +24,14 @@ from idp.configuration.exceptions import (
     InvalidTokenError,
 )
 from idp.configuration.settings import Settings
-from idp.services.keys import ALGORITHMS, KeySet
+from idp.services.keyring import KeySet
+from idp_verifier import jws
+from idp_verifier.claims import check_claims
+from idp_verifier.errors import TokenError, UnknownKeyError
+from idp_verifier.keys import VerificationKey, parse_jwks
 
-TOKEN_TYPES: Final = frozenset({"at+jwt", "application/at+jwt"})
-MAX_TOKEN_LENGTH: Final = 8192
 # RFC 6749 section 3.3: scope-token = 1*( %x21 / %x23-5B / %x5D-7E )
 _SCOPE_TOKEN = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]{1,128}$")
-_REGISTRY = JWSRegistry(algorithms=list(ALGORITHMS))
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,16 +86,16 @@ def issue_access_token(
     roles: Sequence[str],
     client_id: str,
     scope: str | None,
-    session_id: str | None = None,
+    sid: str | None,
     audience: Sequence[str] | None = None,
-    now: int | None = None,
+    now: datetime,
 ) -> IssuedToken:
     """Sign an access token carrying every claim of the contract.
 
-    `session_id` becomes the `sid` claim: the refresh-token family the token belongs to, so
+    `sid` (the claim of that name) is the refresh-token family the token belongs to, so
     the identity service can tell "this session" from the user's other ones.
     """
-    issued_at = int(time.time()) if now is None else now
+    issued_at = int(now.timestamp())
     jti = secrets.token_urlsafe(16)
     claims: dict[str, Any] = {
         "iss": settings.issuer,
@@ -114,8 +112,8 @@ def issue_access_token(
     }
     if scope:
         claims["scope"] = scope
-    if session_id:
-        claims["sid"] = session_id
+    if sid:
+        claims["sid"] = sid
     return IssuedToken(
         token=keyset.sign(claims),
         expires_in=settings.access_token_ttl,
@@ -129,21 +127,14 @@ def _aud_claim(audience: Sequence[str]) -> str | list[str]:
     return audience[0] if len(audience) == 1 else list(audience)
 
 
-def _b64decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+@lru_cache(maxsize=8)
+def _verification_keys(jwks_json: bytes) -> Mapping[str, VerificationKey]:
+    """Our published keys as the verifier library imports them, once per key set."""
+    keys, _problems = parse_jwks(json.loads(jwks_json))
+    return keys
 
 
-def read_header(token: str) -> dict[str, Any]:
-    """The JOSE header of a compact JWS, without trusting anything in it."""
-    if len(token) > MAX_TOKEN_LENGTH or token.count(".") != 2:
-        raise InvalidTokenError("malformed token")
-    try:
-        header = json.loads(_b64decode(token.split(".", 1)[0]))
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise InvalidTokenError("malformed token") from None
-    if not isinstance(header, dict):
-        raise InvalidTokenError("malformed token")
-    return header
+_HEADERS = jws.HeaderReader()
 
 
 def verify_access_token(
@@ -153,60 +144,35 @@ def verify_access_token(
     issuer: str,
     audiences: Sequence[str],
     leeway: int,
-    now: float | None = None,
+    now: datetime,
 ) -> dict[str, Any]:
-    """The claims of `token` if it is a valid access token signed by one of our keys."""
-    header = read_header(token)
-    alg, kid, typ = header.get("alg"), header.get("kid"), header.get("typ")
-    if "crit" in header:
-        raise InvalidTokenError("unsupported critical header")
-    if not isinstance(alg, str) or alg not in keyset.algorithms:
-        raise InvalidTokenError("algorithm not accepted")
-    if not isinstance(typ, str) or typ.lower() not in TOKEN_TYPES:
-        raise InvalidTokenError("not an access token")
-    key = keyset.public_key(kid) if isinstance(kid, str) else None
-    if key is None:
-        raise InvalidTokenError("unknown signing key")
-    if key.alg != alg:
-        raise InvalidTokenError("algorithm does not match the key")
+    """The claims of `token` if it is a valid access token signed by one of our keys, by the
+    rules of the verifier library other services use (`idp_verifier`), else `InvalidTokenError`
+    with the library's client-safe description."""
     try:
-        payload = jws.deserialize_compact(token, key, algorithms=[alg], registry=_REGISTRY).payload
-        claims = json.loads(payload)
-    except (JoseError, ValueError, UnicodeDecodeError):
-        raise InvalidTokenError("invalid signature") from None
-    if not isinstance(claims, dict):
-        raise InvalidTokenError("malformed token")
-    check_claims(claims, issuer=issuer, audiences=audiences, leeway=leeway, now=now)
-    return claims
+        compact = jws.split(token, _HEADERS)
+        key = _verification_keys(keyset.jwks_json).get(compact.header.kid)
+        if key is None:
+            raise UnknownKeyError("no published key has this kid")
+        payload = jws.verify_signature(compact, key)
+        claims = check_claims(
+            payload,
+            issuer=issuer,
+            audience=_audience_of(payload, audiences),
+            leeway=leeway,
+            now=now.timestamp(),
+        )
+    except TokenError as exc:
+        raise InvalidTokenError(exc.description) from None
+    if not all(_is_numeric_date(claims.raw.get(name)) for name in ("exp", "nbf", "iat")):
+        raise InvalidTokenError("The token's dates are not whole seconds.")
+    return dict(claims.raw)
 
 
-def check_claims(
-    claims: Mapping[str, Any],
-    *,
-    issuer: str,
-    audiences: Sequence[str],
-    leeway: int,
-    now: float | None = None,
-) -> None:
-    """Registered-claim checks shared by every verification: iss, aud, exp, nbf, iat, sub."""
-    current = time.time() if now is None else now
-    if claims.get("iss") != issuer:
-        raise InvalidTokenError("wrong issuer")
-    aud = claims.get("aud")
-    token_audiences = [aud] if isinstance(aud, str) else aud
-    if not isinstance(token_audiences, list) or not set(audiences) & {
-        a for a in token_audiences if isinstance(a, str)
-    }:
-        raise InvalidTokenError("wrong audience")
-    exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
-    if not _is_number(exp) or exp <= current - leeway:
-        raise InvalidTokenError("token expired")
-    if nbf is not None and (not _is_number(nbf) or nbf > current + leeway):
-        raise InvalidTokenError("token not yet valid")
-    if iat is not None and (not _is_number(iat) or iat > current + leeway):
-        raise InvalidTokenError("token issued in the future")
-    if not isinstance(claims.get("sub"), str):
-        raise InvalidTokenError("token has no subject")
+def _is_numeric_date(value: object) -> bool:
+    """Our tokens' dates are integers (the contract) or absent (nbf); the verifier's finite-float
+    rule is the RFC's, ours is narrower."""
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def has_audience(claims: Mapping[str, Any], audience: str) -> bool:
@@ -215,12 +181,15 @@ def has_audience(claims: Mapping[str, Any], audience: str) -> bool:
     return aud == audience or (isinstance(aud, list) and audience in aud)
 
 
-def _is_number(value: object) -> TypeGuard[int | float]:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+def _audience_of(payload: Mapping[str, Any], audiences: Sequence[str]) -> str:
+    """The configured audience the token names (the verifier checks for one), else the first."""
+    aud = payload.get("aud")
+    named = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+    return next((audience for audience in audiences if audience in named), audiences[0])
 
 
 def verify_own_access_token(
-    keyset: KeySet, settings: Settings, token: str, *, now: float | None = None
+    keyset: KeySet, settings: Settings, token: str, *, now: datetime
 ) -> dict[str, Any]:
     """`verify_access_token` with this server's issuer, audiences (the admin one included)
     and leeway. The admin API additionally requires the admin audience."""

@@ -14,6 +14,7 @@ from datetime import datetime
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.configuration.constants import ADMIN_ROLE
+from idp.configuration.database import Database
 from idp.configuration.exceptions import (
     NotFoundError,
     PermissionDeniedError,
@@ -25,7 +26,7 @@ from idp.repository import roles as roles_repo
 from idp.repository import users as users_repo
 from idp.repository.base import update_or_conflict
 from idp.schemas.users import Profile, UserCreate, UserOut, UserUpdate
-from idp.services import audit, auth, passwords, refresh_tokens
+from idp.services import audit, authentication, passwords, refresh_tokens
 from idp.services.permissions import (
     SYSTEM,
     Actor,
@@ -73,7 +74,7 @@ def check_new_password(
 
 
 async def create_user(
-    session: AsyncSession, settings: Settings, data: UserCreate, *, actor: Actor = SYSTEM
+    session: AsyncSession, settings: Settings, data: UserCreate, *, actor: Actor
 ) -> User:
     """Create a user, optionally with a password and roles; 409 on a duplicate name or email.
 
@@ -133,7 +134,13 @@ async def get_by_username(session: AsyncSession, username: str) -> User:
 
 
 async def set_password(
-    session: AsyncSession, settings: Settings, user: User, password: str, *, actor: Actor = SYSTEM
+    session: AsyncSession,
+    settings: Settings,
+    user: User,
+    password: str,
+    *,
+    actor: Actor,
+    now: datetime,
 ) -> None:
     """Set (or reset) `user`'s password under the password policy: all their sessions end.
 
@@ -144,7 +151,7 @@ async def set_password(
         raise PermissionDeniedError("change your own password with POST /me/password")
     await ensure_may_manage(session, actor, user)
     await _store_password(session, settings, user, password)
-    await refresh_tokens.end_sessions(session, user.id)
+    await refresh_tokens.end_login_sessions(session, user.id, now=now)
     await audit.record(
         session,
         actor,
@@ -157,23 +164,32 @@ async def set_password(
 
 async def change_password(
     session: AsyncSession,
+    database: Database,
     settings: Settings,
     user: User,
     *,
     current_password: str,
     new_password: str,
-    keep_session: uuid.UUID | None,
+    keep_sid: uuid.UUID | None,
+    client_address: str,
     now: datetime,
 ) -> None:
-    """The user changes their own password: the current one is required (403 when wrong);
-    the user's other sessions end, `keep_session` (the caller's own) continues."""
-    if user.password_hash is None:
-        await auth.dummy_check(settings, current_password)
-        raise PermissionDeniedError("the current password is wrong")
-    if not await passwords.verify_password(current_password, user.password_hash):
-        raise PermissionDeniedError("the current password is wrong")
+    """The user changes their own password: the current one is required (403 when wrong,
+    counted in the login lockout); the user's other login sessions end, `keep_sid` (the
+    caller's own) continues. Refusals and the change are audited."""
+    await authentication.confirm_password(
+        database, settings, user, current_password, client_address=client_address, now=now
+    )
     await _store_password(session, settings, user, new_password)
-    await refresh_tokens.end_sessions(session, user.id, keep=keep_session, now=now)
+    await refresh_tokens.end_login_sessions(session, user.id, keep=keep_sid, now=now)
+    await audit.record(
+        session,
+        Actor(user_id=user.id, username=user.username, address=client_address),
+        "user.password_change",
+        target_type="user",
+        target_id=str(user.id),
+        details={"username": user.username},
+    )
 
 
 async def _store_password(
@@ -185,14 +201,15 @@ async def _store_password(
 
 
 async def set_active(
-    session: AsyncSession, user: User, active: bool, *, actor: Actor = SYSTEM
+    session: AsyncSession, user: User, active: bool, *, actor: Actor, now: datetime
 ) -> None:
-    """Enable or disable `user`: disabling ends their sessions; not the last active admin (409)."""
-    await update_user(session, user, UserUpdate(is_active=active), actor=actor)
+    """Enable or disable `user`: disabling ends their login sessions; never the last active
+    admin (409)."""
+    await update_user(session, user, UserUpdate(is_active=active), actor=actor, now=now)
 
 
 async def update_user(
-    session: AsyncSession, user: User, data: UserUpdate, *, actor: Actor = SYSTEM
+    session: AsyncSession, user: User, data: UserUpdate, *, actor: Actor, now: datetime
 ) -> User:
     """Change email and/or active state; 409 on a taken email or on disabling the last admin."""
     changes: dict[str, object] = {}
@@ -208,7 +225,7 @@ async def update_user(
     before = {"email": user.email, "is_active": user.is_active}
     await update_or_conflict(session, user, changes, "a user with this email already exists")
     if changes.get("is_active") is False:
-        await refresh_tokens.end_sessions(session, user.id)  # a disabled user's sessions end
+        await refresh_tokens.end_login_sessions(session, user.id, now=now)  # signed out
     await audit.record(
         session,
         actor,
@@ -223,7 +240,7 @@ async def update_user(
     return user
 
 
-async def delete_user(session: AsyncSession, user: User, *, actor: Actor = SYSTEM) -> None:
+async def delete_user(session: AsyncSession, user: User, *, actor: Actor) -> None:
     """Delete `user` and their role links; deleting the last active admin is refused (409)."""
     await ensure_may_manage(session, actor, user)
     await guard_last_admin(session, user)
@@ -286,6 +303,7 @@ async def ensure_admin(
         session,
         settings,
         UserCreate(username=username, email=email, password=password, roles=[ADMIN_ROLE]),
+        actor=SYSTEM,  # the operator's environment, before any admin exists
     )
     return generated
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import httpx
 import pytest
-from idp_verifier_testkit import AUDIENCE, FakeClock, Signer
 
 from idp_verifier import (
     Claims,
@@ -20,6 +19,7 @@ from idp_verifier import (
 )
 from idp_verifier.cache import VerifiedTokenCache
 from idp_verifier.keys import VerificationKey
+from idp_verifier.testing import AUDIENCE, FakeClock, Signer
 
 ISSUER = "https://idp.example.com"
 JWKS_URI = f"{ISSUER}/.well-known/jwks.json"
@@ -160,6 +160,8 @@ async def test_tokens_of_a_removed_key_leave_the_cache_at_the_next_refresh(
         await verifier.verify(kept)
         published[:] = [second.jwk()]  # `idp keys revoke first`
         clock.advance(300)
+        await verifier.verify(kept)  # starts the refetch; the cached keys serve meanwhile
+        await verifier.wait_for_refresh()
 
         with pytest.raises(UnknownKeyError):
             await verifier.verify(revoked)
@@ -180,6 +182,8 @@ async def test_a_key_replaced_under_the_same_kid_evicts_its_tokens(
         await verifier.verify(token)
         published[:] = [Signer.rsa("first").jwk()]
         clock.advance(300)
+        await verifier.verify(token)  # starts the refetch; the cached keys serve meanwhile
+        await verifier.wait_for_refresh()
 
         with pytest.raises(InvalidSignatureError):
             await verifier.verify(token)

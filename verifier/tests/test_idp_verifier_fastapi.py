@@ -10,10 +10,10 @@ from typing import Annotated, Any
 import httpx
 import pytest
 from fastapi import Depends, FastAPI
-from idp_verifier_testkit import AUDIENCE, Signer
 
 from idp_verifier import Claims, Permissions, TokenVerifier
 from idp_verifier.fastapi import BearerAuth
+from idp_verifier.testing import AUDIENCE, Signer
 
 ISSUER = "https://idp.example.com"
 JWKS_URI = f"{ISSUER}/.well-known/jwks.json"

@@ -10,7 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from idp_verifier_testkit import AUDIENCE, DROP, FakeClock, IssuerServer, Signer
 
 from idp_verifier import (
     JWKSUnavailableError,
@@ -18,6 +17,7 @@ from idp_verifier import (
     UnknownKeyError,
 )
 from idp_verifier.jwks import cache_max_age, metadata_urls
+from idp_verifier.testing import AUDIENCE, DROP, FakeClock, IssuerServer, Signer
 
 JWKS = "/.well-known/jwks.json"
 METADATA = "/.well-known/oauth-authorization-server"
@@ -245,6 +245,7 @@ async def test_the_key_set_is_refetched_after_its_max_age(
 
         clock.advance(1)
         await verifier.verify(token)
+        await verifier.wait_for_refresh()
         assert issuer.hits[JWKS] == 2
         assert issuer.hits["304"] == 1  # unchanged key set: a conditional request sufficed
 
@@ -272,6 +273,7 @@ async def test_the_max_age_is_bounded(
         assert issuer.hits[JWKS] == 1
         clock.advance(1)
         await verifier.verify(token)
+        await verifier.wait_for_refresh()
         assert issuer.hits[JWKS] == 2
 
 
@@ -285,6 +287,8 @@ async def test_a_removed_key_stops_verifying_after_the_refresh(
         await verifier.verify(long_lived(old, issuer))
         issuer.keys = [new.jwk()]  # `idp keys revoke 2026-01`
         clock.advance(300)
+        await verifier.verify(long_lived(new, issuer))  # the cached keys serve meanwhile
+        await verifier.wait_for_refresh()
 
         with pytest.raises(UnknownKeyError):
             await verifier.verify(long_lived(old, issuer))
@@ -328,7 +332,9 @@ async def test_cached_keys_survive_the_issuer_going_down(
             clock.advance(301)
             with caplog.at_level(logging.WARNING, "idp_verifier"):
                 claims = await verifier.verify(token)
+                await verifier.wait_for_refresh()
                 await verifier.verify(long_lived(old, issuer))  # within the retry cooldown
+                await verifier.wait_for_refresh()
         finally:
             issuer.start()
 
@@ -340,6 +346,7 @@ async def test_cached_keys_survive_the_issuer_going_down(
         # Back up: the next attempt, one cooldown later, succeeds.
         clock.advance(30)
         await verifier.verify(long_lived(old, issuer))
+        await verifier.wait_for_refresh()
         assert issuer.hits[JWKS] == 2
 
 
@@ -367,6 +374,7 @@ async def test_a_bad_answer_keeps_the_cached_keys(
         clock.advance(301)
         with caplog.at_level(logging.WARNING, "idp_verifier"):
             await verifier.verify(long_lived(old, issuer))
+            await verifier.wait_for_refresh()
 
         assert verifier.key_ids == {"2026-01"}
         assert "keeping the 1 cached keys" in caplog.text
@@ -521,6 +529,8 @@ async def test_an_empty_key_set_is_accepted_and_revokes_everything(
     ) as verifier:
         issuer.keys = []
         clock.advance(300)
+        await verifier.verify(long_lived(old, issuer))  # the cached keys serve meanwhile
+        await verifier.wait_for_refresh()
 
         with pytest.raises(UnknownKeyError):
             await verifier.verify(long_lived(old, issuer))

@@ -10,15 +10,6 @@ from typing import Any
 
 import httpx
 import pytest
-from idp_verifier_testkit import (
-    AUDIENCE,
-    FakeClock,
-    IssuerServer,
-    Signer,
-    hs256_token,
-    standard_claims,
-    unsigned_token,
-)
 
 from idp_verifier import (
     InvalidAudienceError,
@@ -28,6 +19,15 @@ from idp_verifier import (
     TokenExpiredError,
     UnknownKeyError,
     UnsupportedAlgorithmError,
+)
+from idp_verifier.testing import (
+    AUDIENCE,
+    FakeClock,
+    IssuerServer,
+    Signer,
+    hs256_token,
+    standard_claims,
+    unsigned_token,
 )
 
 JWKS = "/.well-known/jwks.json"
@@ -149,6 +149,7 @@ def test_cached_keys_survive_a_failing_issuer(
         clock.advance(301)
         with caplog.at_level(logging.WARNING, "idp_verifier"):
             verifier.verify(token)
+            verifier.wait_for_refresh()
 
     assert "keeping the 1 cached keys" in caplog.text
 

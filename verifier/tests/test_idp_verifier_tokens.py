@@ -11,17 +11,6 @@ from typing import Any
 import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
-from idp_verifier_testkit import (
-    AUDIENCE,
-    DROP,
-    IssuerServer,
-    Signer,
-    b64url,
-    hs256_token,
-    segment,
-    standard_claims,
-    unsigned_token,
-)
 
 from idp_verifier import (
     Claims,
@@ -37,6 +26,17 @@ from idp_verifier import (
     TokenVerifier,
     UnknownKeyError,
     UnsupportedAlgorithmError,
+)
+from idp_verifier.testing import (
+    AUDIENCE,
+    DROP,
+    IssuerServer,
+    Signer,
+    b64url,
+    hs256_token,
+    segment,
+    standard_claims,
+    unsigned_token,
 )
 
 Signers = dict[str, Signer]

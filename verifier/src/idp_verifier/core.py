@@ -11,7 +11,7 @@ from collections.abc import Callable
 from idp_verifier import jws
 from idp_verifier.cache import VerifiedTokenCache
 from idp_verifier.claims import Claims, check_claims
-from idp_verifier.jwks import KeyStore, RefreshFlow, RefreshReason
+from idp_verifier.jwks import KeyStore, RefreshFlow, RefreshReason, insecure_transport
 from idp_verifier.keys import VerificationKey
 
 #: Above this, "leeway" stops being clock skew and starts extending token lifetimes.
@@ -33,9 +33,20 @@ class VerifierCore:
         unknown_kid_cooldown: float,
         verified_cache_size: int,
         clock: Callable[[], float],
+        allow_http: bool = False,
     ) -> None:
         if not issuer:
             raise ValueError("issuer is required")
+        # Tokens of a plain-http issuer crossed the network in clear, and so did its keys if
+        # they are discovered from it: refused unless loopback or explicitly allowed.
+        if issuer.startswith("http://") or jwks_uri is None:
+            refused = insecure_transport(issuer, allow_http=allow_http)
+            if refused is not None:
+                raise ValueError(f"issuer {refused}")
+        if jwks_uri is not None:
+            refused = insecure_transport(jwks_uri, allow_http=allow_http)
+            if refused is not None:
+                raise ValueError(f"jwks_uri {refused}")
         if not audience:
             raise ValueError("audience is required")
         if not 0 <= leeway <= MAX_LEEWAY:
@@ -57,6 +68,7 @@ class VerifierCore:
             max_cache_ttl=max_cache_ttl,
             unknown_kid_cooldown=unknown_kid_cooldown,
             clock=clock,
+            allow_http=allow_http,
         )
         self.cache = VerifiedTokenCache(verified_cache_size) if verified_cache_size else None
         self._headers = jws.HeaderReader()

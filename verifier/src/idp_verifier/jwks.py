@@ -7,6 +7,7 @@ sync verifier each drive it with their own httpx client, so both follow exactly 
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import math
@@ -24,6 +25,37 @@ logger = logging.getLogger("idp_verifier")
 MAX_DOCUMENT_SIZE = 1024 * 1024
 
 _WEB_SCHEMES = ("https", "http")
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or a loopback address: plain http there never leaves the machine.
+    (Not ``*.localhost``: a resolver is not bound to keep those on the machine.)"""
+    host = host.lower().rstrip(".")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def insecure_transport(url: str, *, allow_http: bool) -> str | None:
+    """Why the verifier may not fetch keys from ``url``, or ``None`` when it may.
+
+    https always; plain http only to a loopback host, or anywhere with ``allow_http`` (a
+    private network the operator trusts): a key set read over the open network can be
+    replaced in transit, and then any token verifies.
+    """
+    parts = urlsplit(url)
+    if parts.scheme not in _WEB_SCHEMES or not parts.hostname:
+        return f"{shorten(url, 200)} is not an http(s) URL with a host"
+    if parts.scheme == "http" and not (allow_http or is_loopback(parts.hostname)):
+        return (
+            f"{shorten(url, 200)} is plain http to a host that is not loopback; use https "
+            "(or pass allow_http=True for a private network you trust)"
+        )
+    return None
+
 
 #: Cache lifetime when the JWKS response names none, before the min/max bounds apply.
 DEFAULT_CACHE_TTL = 300.0
@@ -87,9 +119,11 @@ class KeyStore:
         max_cache_ttl: float,
         unknown_kid_cooldown: float,
         clock: Callable[[], float],
+        allow_http: bool = False,
     ) -> None:
         self.issuer = issuer
         self.jwks_uri = jwks_uri
+        self.allow_http = allow_http
         self.keys: dict[str, VerificationKey] = {}
         self.loaded = False
         self.refresh_at = -math.inf
@@ -168,8 +202,11 @@ class KeyStore:
                     f"metadata at {url} names issuer {shorten(str(document.get('issuer')))}"
                 )
             jwks_uri = document.get("jwks_uri")
-            if not isinstance(jwks_uri, str) or urlsplit(jwks_uri).scheme not in _WEB_SCHEMES:
+            if not isinstance(jwks_uri, str):
                 raise _RefreshError(f"metadata at {url} has no usable jwks_uri")
+            refused = insecure_transport(jwks_uri, allow_http=self.allow_http)
+            if refused is not None:
+                raise _RefreshError(f"metadata at {url}: jwks_uri {refused}")
             logger.info("Discovered the JWKS of %s at %s", self.issuer, jwks_uri)
             return jwks_uri
         raise _RefreshError("no metadata document: " + "; ".join(missing))

@@ -30,7 +30,8 @@ class SyncTokenVerifier(VerifierInfo):
     """Verifies idp access tokens from blocking code (Flask, Django, workers, scripts).
 
     Same checks, caches and fetch rules as ``TokenVerifier``; safe to share between threads.
-    A fetch is made by one thread under a lock while the others that need it wait for it.
+    A fetch is made by one thread under a lock while the others that need it wait for it; the
+    scheduled refetch of a key set already held runs in a background thread instead.
     Do not call it from a coroutine: a fetch would block the event loop.
     """
 
@@ -48,6 +49,7 @@ class SyncTokenVerifier(VerifierInfo):
         verified_cache_size: int = 10_000,
         http_client: httpx.Client | None = None,
         clock: Callable[[], float] = time.time,
+        allow_http: bool = False,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
@@ -61,6 +63,7 @@ class SyncTokenVerifier(VerifierInfo):
             unknown_kid_cooldown=unknown_kid_cooldown,
             verified_cache_size=verified_cache_size,
             clock=clock,
+            allow_http=allow_http,
         )
         self._timeout = timeout
         self._owns_client = http_client is None
@@ -68,14 +71,20 @@ class SyncTokenVerifier(VerifierInfo):
             timeout=timeout, follow_redirects=False, headers={"User-Agent": USER_AGENT}
         )
         self._fetch_lock = threading.Lock()
+        self._background_lock = threading.Lock()
+        self._background: threading.Thread | None = None
 
     def verify(self, token: str) -> Claims:
         """Verify ``token`` and return its claims; raise a ``TokenError`` subclass otherwise."""
         core = self._core
         now = core.clock()
         if now >= core.keys.refresh_at:
-            self._refresh(RefreshReason.SCHEDULED)
-            now = core.clock()
+            if core.keys.loaded:
+                # A slow issuer must not stall requests: the cached keys serve meanwhile.
+                self._refresh_in_background()
+            else:
+                self._refresh(RefreshReason.SCHEDULED)
+                now = core.clock()
         claims = core.cached(token, now)
         if claims is not None:
             return claims
@@ -95,8 +104,16 @@ class SyncTokenVerifier(VerifierInfo):
         if require_keys and not self._core.keys.loaded:
             raise JWKSUnavailableError(f"could not fetch the JWKS of {self.issuer}")
 
+    def wait_for_refresh(self, timeout: float | None = None) -> None:
+        """Wait until the background key-set fetch, if any, has finished."""
+        thread = self._background
+        if thread is not None:
+            thread.join(timeout)
+
     def close(self) -> None:
-        """Close the HTTP client if this verifier created it."""
+        """Wait for a background fetch (at most the request timeout), then close the HTTP
+        client if this verifier created it."""
+        self.wait_for_refresh(self._timeout)
         if self._owns_client:
             self._client.close()
 
@@ -111,6 +128,21 @@ class SyncTokenVerifier(VerifierInfo):
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+    def _refresh_in_background(self) -> None:
+        """Start the scheduled fetch in a daemon thread, unless one runs, and return at once."""
+        with self._background_lock:
+            if self._background is not None and self._background.is_alive():
+                return
+            if not self._core.keys.should_fetch(RefreshReason.SCHEDULED, self._core.clock()):
+                return
+            self._background = threading.Thread(
+                target=self._refresh,
+                args=(RefreshReason.SCHEDULED,),
+                name="idp-verifier-jwks-refresh",
+                daemon=True,
+            )
+            self._background.start()
 
     def _refresh(self, reason: RefreshReason) -> None:
         with self._fetch_lock:

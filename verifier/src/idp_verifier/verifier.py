@@ -34,7 +34,8 @@ class TokenVerifier(VerifierInfo):
     One instance per process (or per issuer/audience pair), shared by every request: it holds
     the key set and the verified-token cache. Use it as an async context manager, or call
     ``start()`` and ``aclose()`` yourself; without ``start()`` the keys are fetched on first
-    use.
+    use. Once keys are held, the scheduled refetch runs in the background: ``verify()`` keeps
+    using the cached keys until it completes (a token with an unknown kid waits for it).
     """
 
     def __init__(
@@ -51,6 +52,7 @@ class TokenVerifier(VerifierInfo):
         verified_cache_size: int = 10_000,
         http_client: httpx.AsyncClient | None = None,
         clock: Callable[[], float] = time.time,
+        allow_http: bool = False,
     ) -> None:
         if timeout <= 0:
             raise ValueError("timeout must be positive")
@@ -64,6 +66,7 @@ class TokenVerifier(VerifierInfo):
             unknown_kid_cooldown=unknown_kid_cooldown,
             verified_cache_size=verified_cache_size,
             clock=clock,
+            allow_http=allow_http,
         )
         self._timeout = timeout
         self._owns_client = http_client is None
@@ -77,8 +80,12 @@ class TokenVerifier(VerifierInfo):
         core = self._core
         now = core.clock()
         if now >= core.keys.refresh_at:
-            await self._refresh(RefreshReason.SCHEDULED)
-            now = core.clock()
+            if core.keys.loaded:
+                # A slow issuer must not stall requests: the cached keys serve meanwhile.
+                self._refresh_in_background()
+            else:
+                await self._refresh(RefreshReason.SCHEDULED)
+                now = core.clock()
         claims = core.cached(token, now)
         if claims is not None:
             return claims
@@ -100,6 +107,12 @@ class TokenVerifier(VerifierInfo):
         await self._refresh(RefreshReason.SCHEDULED)
         if require_keys and not self._core.keys.loaded:
             raise JWKSUnavailableError(f"could not fetch the JWKS of {self.issuer}")
+
+    async def wait_for_refresh(self) -> None:
+        """Wait until the key-set fetch in flight, if any, has finished."""
+        task = self._inflight
+        if task is not None:
+            await asyncio.shield(task)
 
     async def aclose(self) -> None:
         """Stop a fetch in flight and close the HTTP client if this verifier created it."""
@@ -137,6 +150,15 @@ class TokenVerifier(VerifierInfo):
             task = asyncio.create_task(self._run(self._core.refresh(reason)))
             self._inflight = task
         await asyncio.shield(task)
+
+    def _refresh_in_background(self) -> None:
+        """Start the scheduled fetch, unless one is in flight, and return at once."""
+        if self._inflight is None and self._core.keys.should_fetch(
+            RefreshReason.SCHEDULED, self._core.clock()
+        ):
+            self._inflight = asyncio.create_task(
+                self._run(self._core.refresh(RefreshReason.SCHEDULED))
+            )
 
     async def _run(self, flow: RefreshFlow) -> None:
         try:

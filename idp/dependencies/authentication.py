@@ -13,8 +13,8 @@ from idp.configuration.exceptions import AuthenticationError, InvalidTokenError
 from idp.dependencies.clock import ClockDep
 from idp.dependencies.database import SessionDep, SettingsDep
 from idp.models import User
-from idp.services import auth
-from idp.services.keys import KeyRing, KeySet
+from idp.services import authentication
+from idp.services.keyring import KeyRing, KeySet
 from idp.services.tokens import has_audience, verify_own_access_token
 
 # Declares the password flow in OpenAPI, so Swagger UI's Authorize button logs in at /token.
@@ -37,7 +37,7 @@ async def get_token_claims(
 ) -> dict[str, Any]:
     if not token:
         raise AuthenticationError()
-    return verify_own_access_token(keyset, settings, token, now=clock.timestamp())
+    return verify_own_access_token(keyset, settings, token, now=clock.now())
 
 
 TokenClaims = Annotated[dict[str, Any], Depends(get_token_claims)]
@@ -59,7 +59,7 @@ class Caller:
     claims: dict[str, Any]
 
     @property
-    def session_id(self) -> uuid.UUID | None:
+    def sid(self) -> uuid.UUID | None:
         """The token's refresh-token family (`sid`, already checked to be a UUID), if any."""
         sid = self.claims.get("sid")
         return uuid.UUID(sid) if isinstance(sid, str) else None
@@ -68,7 +68,7 @@ class Caller:
 async def get_caller(claims: TokenClaims, session: SessionDep) -> Caller:
     """The token's user as the database has it now: a disabled or deleted user, or a token
     whose session has ended, is refused."""
-    return Caller(user=await auth.bearer_user(session, claims), claims=claims)
+    return Caller(user=await authentication.bearer_user(session, claims), claims=claims)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -77,6 +77,8 @@ def logging_config(level: str = "INFO", fmt: str = "text") -> dict[str, Any]:
             "uvicorn.error": {"handlers": [], "propagate": True},
             # Its lines name raw paths with query strings (tokens!) and duplicate idp.access.
             "uvicorn.access": {"handlers": [], "propagate": True, "level": "WARNING"},
+            # Alembic announces each of its plugins at INFO when first imported.
+            "alembic.runtime.plugins": {"level": "WARNING"},
             "py.warnings": {"handlers": [], "propagate": True},
         },
     }

@@ -1,9 +1,21 @@
-"""Test helpers for idp_verifier: signing keys, token builders, and a tiny real issuer.
+"""Test helpers for services that use idp_verifier, and for its own tests: signing keys,
+token builders, and a tiny real issuer. Needs the ``testing`` extra
+(``pip install 'idp-verifier[testing]'``: joserfc, uvicorn, starlette); the library itself does not.
 
-The issuer is a Starlette app served by uvicorn on 127.0.0.1 in a background thread. Tests
-switch its key set, its answers and its availability, and count the requests it sees.
-(The file name is unique across the repository's test directories on purpose: pytest imports
-test helpers by base name.)
+    from idp_verifier import TokenVerifier
+    from idp_verifier.testing import IssuerServer, Signer
+
+    signer = Signer.rsa("test-key")
+    issuer = IssuerServer(keys=[signer.jwk()])
+    issuer.start()  # RFC 8414 metadata and a JWKS on 127.0.0.1, in a background thread
+    verifier = TokenVerifier(issuer.issuer, "orders")
+    token = signer.token(issuer.issuer, aud="orders", roles=["sales"])  # any claim overridable
+    ...
+    issuer.stop()
+
+Tokens are signed by joserfc, an implementation independent of the verifier. The issuer is a
+Starlette app served by uvicorn; tests switch its key set, its answers and its availability,
+and count the requests it sees.
 """
 
 from __future__ import annotations
@@ -22,16 +34,22 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
-from joserfc import jwt
-from joserfc.jwk import ECKey, OKPKey, RSAKey
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+
+try:
+    import uvicorn
+    from joserfc import jwt
+    from joserfc.jwk import ECKey, OKPKey, RSAKey
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+except ImportError as exc:  # pragma: no cover - depends on the installed extras
+    raise ImportError(
+        "idp_verifier.testing needs the testing extra: pip install 'idp-verifier[testing]'"
+    ) from exc
 
 AUDIENCE = "orders"
 DROP = object()  # a claim or header value that means "leave this member out"

@@ -1,0 +1,1 @@
+"""What the service tells operators about itself: logs and the per-request middleware."""
