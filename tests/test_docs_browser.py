@@ -86,7 +86,9 @@ def test_docs_render_offline(
                 page.click("button.authorize")
                 page.fill("input#oauth_username", "docs-user")
                 page.fill("input#oauth_password", PASSWORD)
-                with page.expect_response(server.url + "/token") as token_response:
+                with page.expect_response(
+                    lambda r: r.url.split("?")[0] == server.url + "/token"
+                ) as token_response:
                     page.click(".auth-btn-wrapper button.authorize")
                 assert token_response.value.status == 200
                 page.wait_for_selector(".modal-ux button:has-text('Logout')", timeout=10_000)
