@@ -21,12 +21,16 @@ from httpx import ASGITransport, AsyncClient
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, create_async_engine
 
+from idp.configuration import migrations
 from idp.configuration.database import Database
 from idp.configuration.settings import Settings
 from idp.main import create_app
 from idp.services.keyring import KeyRing
 from idp.services.keys import KeyStore
 from tests.live import create_database_if_missing, database_named, execute_sync
+
+# The lockout tests' fixtures (policy-bound app, manual clock, bcrypt-check counter).
+pytest_plugins = ["tests.lockout_helpers"]
 
 ROOT = Path(__file__).resolve().parent.parent
 ISSUER = "http://idp.test"
@@ -68,9 +72,8 @@ def database_url() -> Iterator[str]:
 
 
 def alembic_config(url: str) -> Config:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.set_main_option("script_location", str(ROOT / "migrations"))
-    config.attributes["database_url"] = url
+    """The CLI's Alembic configuration, leaving pytest's logging alone."""
+    config = migrations.alembic_config(url)
     config.attributes["configure_logging"] = False
     return config
 

@@ -32,40 +32,9 @@ from idp.services.permissions import SYSTEM
 from idp.services.ratelimit import RateLimiter
 from tests.conftest import alembic_config, make_settings
 from tests.helpers import PASSWORD, ManualClock, login, make_user
-from tests.lockout_helpers import CheckCounter, client_at
+from tests.lockout_helpers import POLICY, CheckCounter, client_at
 
-POLICY = {
-    "lockout_threshold": 3,
-    "lockout_account_threshold": 6,
-    "lockout_wait": 60,
-    "lockout_wait_increment": 60,
-    "lockout_max_wait": 150,
-    "lockout_failure_reset": 3600,
-}
 HOME = "127.0.0.1"  # where the `client` fixture's requests come from
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
-    """Stands still until moved: every app's clock (`app.state.clock`) reads it."""
-    clock = ManualClock()
-    monkeypatch.setattr(Clock, "now", lambda _self: clock.now())
-    return clock
-
-
-@pytest.fixture
-def checks(monkeypatch: pytest.MonkeyPatch) -> CheckCounter:
-    counter = CheckCounter()
-    monkeypatch.setattr(passwords, "verify_password_sync", counter)
-    return counter
-
-
-@pytest.fixture
-def app(client: AsyncClient, settings: Settings) -> FastAPI:
-    """The `client` fixture's app, with the lockout policy of these tests."""
-    app: FastAPI = client._transport.app  # type: ignore[attr-defined]
-    app.state.settings = settings.model_copy(update=POLICY)
-    return app
 
 
 async def address_row(

@@ -36,39 +36,6 @@ from tests.conftest import make_settings
 from tests.helpers import PASSWORD, ManualClock, login, make_user
 from tests.lockout_helpers import CheckCounter, client_at
 
-POLICY = {
-    "lockout_threshold": 3,
-    "lockout_account_threshold": 6,
-    "lockout_wait": 60,
-    "lockout_wait_increment": 60,
-    "lockout_max_wait": 150,
-    "lockout_failure_reset": 3600,
-}
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> ManualClock:
-    from idp.configuration.clock import Clock
-
-    clock = ManualClock()
-    monkeypatch.setattr(Clock, "now", lambda _self: clock.now())
-    return clock
-
-
-@pytest.fixture
-def checks(monkeypatch: pytest.MonkeyPatch) -> CheckCounter:
-    counter = CheckCounter()
-    monkeypatch.setattr(passwords, "verify_password_sync", counter)
-    return counter
-
-
-@pytest.fixture
-def app(client: AsyncClient, settings: Settings) -> FastAPI:
-    """The `client` fixture's app, with the lockout policy of these tests."""
-    app: FastAPI = client._transport.app  # type: ignore[attr-defined]
-    app.state.settings = settings.model_copy(update=POLICY)
-    return app
-
 
 @contextmanager
 def statements(engine: AsyncEngine) -> Iterator[list[str]]:
