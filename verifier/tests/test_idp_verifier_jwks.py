@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -31,14 +31,6 @@ def old() -> Signer:
 @pytest.fixture(scope="module")
 def new() -> Signer:
     return Signer.rsa("2026-02")
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[IssuerServer]:
-    server = IssuerServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -41,14 +40,6 @@ def old() -> Signer:
 @pytest.fixture(scope="module")
 def new() -> Signer:
     return Signer.okp("sync-2")
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[IssuerServer]:
-    server = IssuerServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

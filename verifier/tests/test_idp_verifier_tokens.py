@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -45,14 +45,6 @@ Signers = dict[str, Signer]
 @pytest.fixture(scope="module")
 def signers() -> Signers:
     return {"rsa": Signer.rsa("rsa-1"), "ec": Signer.ec("ec-1"), "okp": Signer.okp("okp-1")}
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[IssuerServer]:
-    server = IssuerServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture

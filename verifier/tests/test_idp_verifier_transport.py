@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Iterator
 
 import httpx
 import pytest
@@ -21,14 +20,6 @@ SLOW = 3.0  # seconds the issuer takes to answer once keys are cached
 @pytest.fixture(scope="module")
 def signer() -> Signer:
     return Signer.rsa("transport-1")
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[IssuerServer]:
-    server = IssuerServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 @pytest.fixture
