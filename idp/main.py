@@ -30,6 +30,8 @@ from idp.controllers.middleware import BodySizeLimitMiddleware
 from idp.controllers.security_headers import install_http_hardening
 from idp.observability.middleware import RequestContextMiddleware
 from idp.services import refresh_tokens
+from idp.services.client_auth import ClientAuthenticator
+from idp.services.clients import ClientCache
 from idp.services.keyring import KeyRing
 from idp.services.keys import keystore_for
 from idp.services.ratelimit import RateLimiter
@@ -90,6 +92,9 @@ def create_app(
     app.state.clock = clock or Clock()
     app.state.schema_head = schema_head()  # read from the migration scripts once per process
     app.state.token_rate_limiter = RateLimiter(settings.token_rate_limit)
+    app.state.client_auth = ClientAuthenticator(
+        settings, app.state.database, ClientCache(settings.client_cache_ttl)
+    )
     install_error_handlers(app)
     app.include_router(oauth.router)
     app.include_router(wellknown.router)

@@ -15,7 +15,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from idp.configuration.clock import Clock
 from idp.configuration.settings import Settings
 from idp.models import User
+from idp.schemas.clients import ClientCreate
 from idp.schemas.users import UserCreate
+from idp.services import clients as clients_service
 from idp.services import users as users_service
 from idp.services.permissions import SYSTEM
 
@@ -43,6 +45,35 @@ async def make_user(
         ),
         actor=SYSTEM,
     )
+
+
+async def make_client(
+    session: AsyncSession,
+    settings: Settings,
+    client_id: str = "orders-web",
+    *,
+    client_type: str = "public",
+    grant_types: list[str] | None = None,
+    roles: list[str] | None = None,
+    **fields: Any,
+) -> str | None:
+    """Register a client (public, password and refresh grants unless told); its secret."""
+    if grant_types is None:
+        public = client_type == "public"
+        grant_types = ["password", "refresh_token"] if public else ["client_credentials"]
+    _client, secret = await clients_service.create_client(
+        session,
+        settings,
+        ClientCreate(
+            client_id=client_id, client_type=client_type, grant_types=grant_types, **fields
+        ),
+        actor=SYSTEM,
+        pepper=clients_service.pepper_for(settings),
+        now=datetime.now(UTC),
+    )
+    for role in roles or []:
+        await clients_service.grant_role(session, client_id, role, actor=SYSTEM)
+    return secret
 
 
 async def login(

@@ -231,8 +231,13 @@ def test_every_outcome_is_exported_as_zero_before_anything_happens() -> None:
         assert found[("idp_logins_total", (("outcome", outcome),))] == 0, outcome
     for outcome in metrics.REFRESH_OUTCOMES:
         assert found[("idp_refreshes_total", (("outcome", outcome),))] == 0, outcome
+    for outcome in metrics.REFRESH_OUTCOMES:
+        assert found[("idp_client_credentials_grants_total", (("outcome", outcome),))] == 0
     for grant in ("password", "refresh_token"):
-        key = ("idp_tokens_issued_total", (("client_id", "none"), ("grant", grant)))
+        key = ("idp_tokens_issued_total", (("client_id", "idp"), ("grant", grant)))
+        assert found[key] == 0
+    for method in metrics.CLIENT_AUTH_METHODS:
+        key = ("idp_client_authentication_failures_total", (("method", method),))
         assert found[key] == 0
     assert {"unavailable", "rate_limited", "error"} <= set(metrics.LOGIN_OUTCOMES)
 
@@ -252,25 +257,25 @@ async def test_tokens_issued_by_grant_and_rate_limited_logins(
     app = create_app(limited, database=database, keyring=keyring)
     async with AsyncClient(transport=ASGITransport(app=app), base_url=ISSUER) as client:
         before = await scrape(client)
-        response = await login(client, client_id="web-app")
+        assert (await login(client, client_id="web-app")).status_code == 401  # unregistered
+        response = await login(client)
         assert response.status_code == 200
         refreshed = await client.post(
             "/token",
             data={"grant_type": "refresh_token", "refresh_token": response.json()["refresh_token"]},
         )
         assert refreshed.status_code == 200
-        assert (await login(client, password="wrong password")).status_code == 400
-        assert (await login(client)).status_code == 429
+        assert (await login(client, password="wrong password")).status_code == 429
         after = await scrape(client)
 
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    assert delta("idp_tokens_issued_total", grant="password", client_id="none") == 1
-    assert delta("idp_tokens_issued_total", grant="refresh_token", client_id="none") == 1
-    assert "web-app" not in after  # a client-chosen value never becomes a label
+    assert delta("idp_tokens_issued_total", grant="password", client_id="idp") == 1
+    assert delta("idp_tokens_issued_total", grant="refresh_token", client_id="idp") == 1
+    assert "web-app" not in after  # an unregistered client's id never becomes a label
     assert delta("idp_logins_total", outcome="rate_limited") == 1
-    assert delta("idp_logins_total", outcome="invalid_grant") == 1
+    assert delta("idp_logins_total", outcome="invalid_client") == 1
 
 
 async def test_docs_routes_have_their_own_labels(

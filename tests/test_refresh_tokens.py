@@ -30,7 +30,15 @@ from idp.services import users as users_service
 from idp.services.keyring import KeyRing
 from idp.services.permissions import SYSTEM
 from tests.conftest import ISSUER, alembic_config, make_settings
-from tests.helpers import PASSWORD, ManualClock, bearer, login, make_user, refresh
+from tests.helpers import (
+    PASSWORD,
+    ManualClock,
+    bearer,
+    login,
+    make_client,
+    make_user,
+    refresh,
+)
 from tests.live import free_port
 
 NEW_PASSWORD = "another long passphrase"
@@ -58,6 +66,13 @@ def clock(client: AsyncClient) -> ManualClock:
 @pytest.fixture
 async def alice(session: AsyncSession, settings: Settings) -> User:
     return await make_user(session, settings)
+
+
+@pytest.fixture(autouse=True)
+async def public_clients(session: AsyncSession, settings: Settings) -> None:
+    """Registered public clients with the password grant: a token request names one."""
+    for client_id in ("web", "mobile", "orders-web"):
+        await make_client(session, settings, client_id, scopes=["orders:read", "profile", "a", "b"])
 
 
 async def invalid_grant_body(client: AsyncClient) -> str:
@@ -217,7 +232,7 @@ async def test_another_clients_refresh_does_not_consume_the_token(
 
 
 async def test_scope_may_narrow_never_widen(client: AsyncClient, alice: User) -> None:
-    token = (await tokens(await login(client, scope="a b")))["refresh_token"]
+    token = (await tokens(await login(client, client_id="web", scope="a b")))["refresh_token"]
     wider = await refresh(client, token, scope="a c")
     assert wider.status_code == 400
     assert wider.json()["error"] == "invalid_scope"
@@ -228,7 +243,7 @@ async def test_scope_may_narrow_never_widen(client: AsyncClient, alice: User) ->
     again = await tokens(await refresh(client, narrowed["refresh_token"]))
     assert again["scope"] == "a b"
 
-    unscoped = (await tokens(await login(client)))["refresh_token"]
+    unscoped = (await tokens(await login(client, client_id="web")))["refresh_token"]
     refused = await refresh(client, unscoped, scope="a")
     assert refused.json()["error"] == "invalid_scope"
     assert "scope" not in await tokens(await refresh(client, unscoped))
@@ -369,7 +384,8 @@ async def test_introspection_requires_the_permission(
     subject = (await tokens(await login(client)))["refresh_token"]
     anonymous = await client.post("/introspect", data={"token": subject})
     assert anonymous.status_code == 401
-    assert anonymous.headers["www-authenticate"].startswith("Bearer")
+    assert anonymous.headers["www-authenticate"].startswith("Basic")
+    assert anonymous.json()["error"] == "invalid_client"
     forged = await introspect(client, "not.a.token", subject)
     assert forged.status_code == 401
     # A refresh token is not a bearer credential.
@@ -470,7 +486,11 @@ async def test_introspection_of_access_tokens(
     for garbage in ("not.a.jwt", "abc", "x" * 20_000, body["access_token"][:-4] + "AAAA"):
         assert (await introspect(client, introspector, garbage)).json() == {"active": False}
 
-    await client.post("/revoke", data={"token": body["refresh_token"]})
+    # RFC 7009 section 2.1: only the token's own client may revoke it.
+    foreign = await client.post("/revoke", data={"token": body["refresh_token"]})
+    assert foreign.json()["error"] == "unauthorized_client"
+    assert (await introspect(client, introspector, body["access_token"])).json()["active"]
+    await client.post("/revoke", data={"token": body["refresh_token"], "client_id": "web"})
     ended = await introspect(client, introspector, body["access_token"])
     assert ended.json() == {"active": False}  # its session was revoked
 

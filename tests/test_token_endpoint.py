@@ -17,7 +17,7 @@ from idp.configuration.settings import Settings
 from idp.services import passwords
 from idp.services.keyring import KeyRing
 from tests.conftest import AUDIENCE, ISSUER
-from tests.helpers import PASSWORD, bearer, hs256, login, make_user, unsigned
+from tests.helpers import PASSWORD, bearer, hs256, login, make_client, make_user, unsigned
 
 PRIVATE_MEMBERS = {"d", "p", "q", "dp", "dq", "qi"}
 
@@ -26,6 +26,7 @@ async def test_password_grant_issues_an_rfc9068_token_that_pyjwt_verifies(
     client: AsyncClient, session: AsyncSession, settings: Settings
 ) -> None:
     user = await make_user(session, settings, roles=["admin"])
+    await make_client(session, settings, "orders-web", scopes=["orders:read", "profile"])
     response = await login(client, "ALICE", client_id="orders-web", scope="orders:read profile")
     assert response.status_code == 200, response.text
     assert response.headers["cache-control"] == "no-store"
@@ -100,7 +101,7 @@ async def test_bad_credentials_all_look_the_same(
         ({}, "invalid_request"),
         ({"grant_type": "password"}, "invalid_request"),
         ({"grant_type": "password", "username": "alice"}, "invalid_request"),
-        ({"grant_type": "client_credentials"}, "unsupported_grant_type"),
+        ({"grant_type": "device_code"}, "unsupported_grant_type"),
         (
             {"grant_type": "password", "username": "a", "password": "b", "scope": "bad\\scope"},
             "invalid_request",

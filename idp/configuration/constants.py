@@ -15,6 +15,8 @@ PERMISSIONS: Final[dict[str, str]] = {
     "roles:write": "Create, rename, delete roles; grant and revoke roles and permissions",
     "tokens:introspect": "Introspect access and refresh tokens (RFC 7662)",
     "audit:read": "Read the audit log",
+    "clients:read": "Read OAuth clients",
+    "clients:write": "Create, change, disable, delete OAuth clients; their secrets and roles",
 }
 
 BCRYPT_MAX_BYTES: Final = 72

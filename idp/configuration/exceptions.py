@@ -104,6 +104,34 @@ class InvalidRequestError(OAuthError):
     error = "invalid_request"
 
 
+class InvalidClientError(OAuthError):
+    """RFC 6749 section 5.2: client authentication failed (unknown client, no or wrong
+    credentials, a method it is not registered for). 401; with `WWW-Authenticate: Basic`
+    when the client tried HTTP Basic."""
+
+    status_code = 401
+    error = "invalid_client"
+    default_message = "client authentication failed"
+
+    def __init__(self, message: str | None = None, *, basic: bool = False) -> None:
+        super().__init__(message)
+        self.basic = basic
+
+    @property
+    def headers(self) -> dict[str, str]:
+        headers = dict(NO_STORE)
+        if self.basic:
+            headers["WWW-Authenticate"] = 'Basic realm="idp", charset="UTF-8"'
+        return headers
+
+
+class UnauthorizedClientError(OAuthError):
+    """The authenticated client may not use this grant type (or endpoint)."""
+
+    error = "unauthorized_client"
+    default_message = "the client is not allowed to do this"
+
+
 class InvalidGrantError(OAuthError):
     error = "invalid_grant"
     default_message = "invalid credentials or grant"

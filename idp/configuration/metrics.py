@@ -72,15 +72,16 @@ OAUTH_ERRORS: Final = (
     "invalid_grant",
     "invalid_scope",
     "invalid_client",
+    "unauthorized_client",
     "unsupported_grant_type",
     "invalid_target",
 )
 LOGIN_OUTCOMES: Final = (SUCCESS, *OAUTH_ERRORS, RATE_LIMITED, UNAVAILABLE, ERROR)
-REFRESH_OUTCOMES: Final = (SUCCESS, *OAUTH_ERRORS, UNAVAILABLE, ERROR)
-# The grants of POST /token, and the `client_id` label until clients are registered: the
-# request's client_id is whatever a client sends, so it cannot be a label (unbounded series).
-GRANTS: Final = ("password", "refresh_token")
-UNREGISTERED_CLIENT: Final = "none"
+REFRESH_OUTCOMES: Final = (SUCCESS, *OAUTH_ERRORS, RATE_LIMITED, UNAVAILABLE, ERROR)
+# The grants of POST /token. The `client_id` label is a registered client's id (the registry
+# bounds the series); the built-in client's is exported from the start.
+GRANTS: Final = ("password", "refresh_token", "client_credentials")
+CLIENT_AUTH_METHODS: Final = ("client_secret_basic", "client_secret_post", "private_key_jwt")
 
 LOGINS = Counter(
     "idp_logins",
@@ -94,10 +95,21 @@ REFRESHES = Counter(
     "revoked or reused), unavailable, error.",
     ["outcome"],
 )
+CLIENT_CREDENTIALS = Counter(
+    "idp_client_credentials_grants",
+    "client_credentials grants by outcome: success, an RFC 6749 error code, rate_limited, "
+    "unavailable, error.",
+    ["outcome"],
+)
 TOKENS_ISSUED = Counter(
     "idp_tokens_issued",
-    'Access tokens issued, by grant and client ("none" until clients are registered).',
+    "Access tokens issued, by grant and registered client.",
     ["grant", "client_id"],
+)
+CLIENT_AUTH_FAILURES = Counter(
+    "idp_client_authentication_failures",
+    "Failed client authentications at /token, /revoke and /introspect, by method.",
+    ["method"],
 )
 REFRESH_REUSES = Counter(
     "idp_refresh_token_reuses",
@@ -119,8 +131,12 @@ for _outcome in LOGIN_OUTCOMES:
     LOGINS.labels(outcome=_outcome)
 for _outcome in REFRESH_OUTCOMES:
     REFRESHES.labels(outcome=_outcome)
-for _grant in GRANTS:
-    TOKENS_ISSUED.labels(grant=_grant, client_id=UNREGISTERED_CLIENT)
+for _outcome in REFRESH_OUTCOMES:
+    CLIENT_CREDENTIALS.labels(outcome=_outcome)
+for _grant in ("password", "refresh_token"):
+    TOKENS_ISSUED.labels(grant=_grant, client_id="idp")
+for _method in CLIENT_AUTH_METHODS:
+    CLIENT_AUTH_FAILURES.labels(method=_method)
 for _result in ("success", "failure"):
     KEY_RELOADS.labels(result=_result)
 
@@ -170,9 +186,9 @@ def count_outcome(counter: Counter) -> Iterator[None]:
     counter.labels(outcome=SUCCESS).inc()
 
 
-def count_issued(grant: str) -> None:
-    """Count one access token issued by `grant` (one of GRANTS)."""
-    TOKENS_ISSUED.labels(grant=grant, client_id=UNREGISTERED_CLIENT).inc()
+def count_issued(grant: str, client_id: str) -> None:
+    """Count one access token issued by `grant` (one of GRANTS) to a registered client."""
+    TOKENS_ISSUED.labels(grant=grant, client_id=client_id).inc()
 
 
 def build_version() -> str:

@@ -56,8 +56,9 @@ class Settings(BaseSettings):
     default_client_id: str = Field(
         "idp",
         min_length=1,
-        max_length=200,
-        description="The `client_id` claim when a token request names none.",
+        max_length=100,
+        description="The registered public client a token request naming no client is for "
+        "(the built-in `idp` client; see `idp clients`).",
     )
     access_token_ttl: int = Field(900, ge=5, le=86_400, description="Access-token lifetime.")
     refresh_token_ttl: int = Field(
@@ -93,6 +94,34 @@ class Settings(BaseSettings):
     )
     keys_reload_interval: float = Field(
         2.0, gt=0, le=60, description="How often a server checks the keystore for a change."
+    )
+
+    # OAuth clients
+    client_secret_pepper: SecretStr | None = Field(
+        None,
+        min_length=32,
+        description="Key of the client secrets' HMAC; unset: a file `client-secret-pepper` in "
+        "the keystore, made on first use. Changing it invalidates every client secret.",
+    )
+    client_cache_ttl: float = Field(
+        5.0,
+        ge=0,
+        le=300,
+        description="Seconds a process keeps a client's registration in memory; a change "
+        "made elsewhere takes effect within this (0: read it at every request).",
+    )
+    client_auth_failure_limit: int = Field(
+        20,
+        ge=0,
+        description="Failed client authentications per client address per minute, per process, "
+        "before 429 (0: no limit).",
+    )
+    client_assertion_max_lifetime: int = Field(
+        3600,
+        ge=10,
+        le=86_400,
+        description="Longest time until `exp` a private_key_jwt assertion may have "
+        "(RFC 7523); its `jti` is remembered until then.",
     )
 
     # Passwords and login

@@ -1,131 +1,270 @@
-"""OAuth 2.0 endpoints: `/token` (RFC 6749), `/revoke` (RFC 7009), `/introspect` (RFC 7662)."""
+"""OAuth 2.0 endpoints: `/token` (RFC 6749), `/revoke` (RFC 7009), `/introspect` (RFC 7662).
+
+Their bodies are `application/x-www-form-urlencoded`, parsed here rather than by FastAPI's
+`Form()`: the rules are the RFC's (one value per parameter but `resource` and `audience`,
+strict UTF-8) and it is the hot path of every grant.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated
+from dataclasses import dataclass
+from typing import Annotated, Any, Final
+from urllib.parse import parse_qsl
 
-from fastapi import APIRouter, Depends, Form, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from idp.configuration import metrics
 from idp.configuration.exceptions import (
     NO_STORE,
+    InvalidClientError,
     InvalidRequestError,
+    PermissionDeniedError,
+    TooManyRequestsError,
     UnsupportedGrantTypeError,
 )
-from idp.dependencies.authentication import KeySetDep
+from idp.dependencies.authentication import KeySetDep, get_caller, get_token_claims
 from idp.dependencies.client import ClientAddressDep
 from idp.dependencies.clock import ClockDep
 from idp.dependencies.database import DatabaseDep, SessionDep, SettingsDep
-from idp.dependencies.permissions import TokensIntrospect
-from idp.dependencies.ratelimit import limit_password_grant
 from idp.schemas.oauth import IntrospectionResponse, OAuthErrorBody, TokenResponse
-from idp.services import oauth
+from idp.services import clients, oauth
+from idp.services import permissions as permissions_service
+from idp.services.client_auth import ClientAuthenticator, credentials_from
+from idp.services.ratelimit import RateLimiter
 
 router = APIRouter(tags=["oauth"])
 
-FormField = Annotated[str | None, Form()]
-# RFC 8707: repeatable; each value one of IDP_AUDIENCE, or IDP_ADMIN_AUDIENCE alone.
-ResourceField = Annotated[
-    list[str] | None,
-    Form(description="RFC 8707 resource indicator(s): the token's audience"),
-]
+FORM_TYPE: Final = "application/x-www-form-urlencoded"
+MAX_FIELDS: Final = 100
+# RFC 8707 `resource` and the `audience` many clients send instead may repeat.
+REPEATABLE: Final = frozenset({"resource", "audience"})
+GRANTS: Final = {
+    "password": metrics.LOGINS,
+    "refresh_token": metrics.REFRESHES,
+    "client_credentials": metrics.CLIENT_CREDENTIALS,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class OAuthForm:
+    single: dict[str, str]
+    repeated: dict[str, list[str]]
+
+    def get(self, name: str) -> str | None:
+        return self.single.get(name) or None
+
+    def resources(self) -> list[str] | None:
+        values = self.repeated.get("resource", []) + self.repeated.get("audience", [])
+        return values or None
+
+
+async def read_form(request: Request) -> OAuthForm:
+    """The request's form; `invalid_request` for another media type, bad UTF-8, too many
+    fields, or a parameter sent twice (RFC 6749 section 3.1)."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type != FORM_TYPE:
+        raise InvalidRequestError(f"the body must be {FORM_TYPE}")
+    body = await request.body()
+    try:
+        pairs = parse_qsl(
+            body.decode("utf-8"),
+            keep_blank_values=True,
+            max_num_fields=MAX_FIELDS,
+            errors="strict",
+        )
+    except (UnicodeDecodeError, ValueError):
+        raise InvalidRequestError("the form is not valid UTF-8 or has too many fields") from None
+    single: dict[str, str] = {}
+    repeated: dict[str, list[str]] = {}
+    for name, value in pairs:
+        if name in REPEATABLE:
+            repeated.setdefault(name, []).append(value)
+        elif name in single:
+            raise InvalidRequestError(f"parameter {name[:40]!r} is repeated")
+        else:
+            single[name] = value
+    # The docs page's token URL carries `resource` in its query (see idp.main).
+    if "resource" not in repeated and (query := request.query_params.getlist("resource")):
+        repeated["resource"] = query
+    return OAuthForm(single, repeated)
+
+
+FormDep = Annotated[OAuthForm, Depends(read_form)]
+
+
+async def get_client_auth(request: Request) -> ClientAuthenticator:
+    authenticator: ClientAuthenticator = request.app.state.client_auth
+    return authenticator
+
+
+ClientAuthDep = Annotated[ClientAuthenticator, Depends(get_client_auth)]
+
+
+def _form_body(*fields: str) -> dict[str, Any]:
+    """OpenAPI for a form body parsed by hand."""
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                FORM_TYPE: {
+                    "schema": {
+                        "type": "object",
+                        "properties": {name: {"type": "string"} for name in fields},
+                    }
+                }
+            },
+        }
+    }
+
+
+CLIENT_FIELDS: Final = ("client_id", "client_secret", "client_assertion_type", "client_assertion")
+CLIENT_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    400: {"model": OAuthErrorBody},
+    401: {"model": OAuthErrorBody, "description": "invalid_client"},
+    429: {"description": "too many failed attempts from this address; see Retry-After"},
+}
 
 
 @router.post(
     "/token",
     response_model=TokenResponse,
-    responses={
-        400: {"model": OAuthErrorBody},
-        401: {"model": OAuthErrorBody},
-        429: {"description": "too many password grants from this address; see Retry-After"},
-    },
-    dependencies=[Depends(limit_password_grant)],
+    responses=CLIENT_ERRORS,
+    openapi_extra=_form_body(
+        "grant_type",
+        "username",
+        "password",
+        "refresh_token",
+        "scope",
+        "resource",
+        "audience",
+        *CLIENT_FIELDS,
+    ),
 )
 async def token(
     request: Request,
+    form: FormDep,
     session: SessionDep,
     database: DatabaseDep,
     client_address: ClientAddressDep,
     settings: SettingsDep,
     keyset: KeySetDep,
     clock: ClockDep,
-    grant_type: FormField = None,
-    username: FormField = None,
-    password: FormField = None,
-    scope: FormField = None,
-    client_id: FormField = None,
-    refresh_token: FormField = None,
-    resource: ResourceField = None,
+    authenticator: ClientAuthDep,
 ) -> JSONResponse:
-    """Issue tokens: the `password` grant (OAuth2 password form) and the `refresh_token` grant.
+    """Issue tokens: `password` (for clients that opted in), `refresh_token` and
+    `client_credentials` (confidential clients).
 
-    Every refresh rotates: the presented refresh token is consumed and a new one returned.
-    Presenting a consumed one ends its whole session (reuse detection). `resource` (RFC 8707)
-    selects the audience: one of IDP_AUDIENCE (the default), or IDP_ADMIN_AUDIENCE alone for
-    a token idp's own /admin API accepts; anything else is `invalid_target`.
+    Clients authenticate with HTTP Basic, `client_secret` in the form, or `private_key_jwt`;
+    a public client sends its `client_id` (none: the built-in `idp` client). Every refresh
+    rotates: the presented refresh token is consumed and a new one returned; presenting a
+    consumed one ends its whole session. `resource` (RFC 8707, or `audience`) selects the
+    audience among the client's (idp's admin audience alone, for clients allowed it); else
+    `invalid_target`. `scope` must be within the client's scopes, else `invalid_scope`.
     """
+    grant_type = form.get("grant_type")
     if not grant_type:
         raise InvalidRequestError("grant_type is required")
-    # The docs page's token URL carries `resource` in its query (see idp.main).
-    resource = resource or request.query_params.getlist("resource") or None
-    if grant_type == "password":
-        with metrics.count_outcome(metrics.LOGINS):
-            if not username or password is None or password == "":
+    counter = GRANTS.get(grant_type)
+    if counter is None:
+        raise UnsupportedGrantTypeError(f"grant_type {grant_type[:40]!r} is not supported")
+    now = clock.now()
+    with metrics.count_outcome(counter):
+        if grant_type == "password":
+            _limit_password_checks(request, client_address)
+        credentials = credentials_from(request.headers.get("authorization"), form.single)
+        client = await authenticator.authenticate(
+            credentials, address=client_address, endpoint=f"{settings.issuer}/token", now=now
+        )
+        if grant_type == "password":
+            client = client or await authenticator.public_client(settings.default_client_id)
+            username, password = form.get("username"), form.single.get("password")
+            if not username or not password:
                 raise InvalidRequestError("username and password are required")
             result = await oauth.password_grant(
                 session,
                 settings,
                 keyset,
+                client,
                 username=username,
                 password=password,
-                client_id=client_id or settings.default_client_id,
-                scope=scope,
-                now=clock.now(),
+                scope=form.get("scope"),
+                now=now,
                 database=database,
                 client_address=client_address,
-                resources=resource,
+                resources=form.resources(),
             )
-    elif grant_type == "refresh_token":
-        with metrics.count_outcome(metrics.REFRESHES):
+        elif grant_type == "refresh_token":
+            refresh_token = form.get("refresh_token")
             if not refresh_token:
                 raise InvalidRequestError("refresh_token is required")
             result = await oauth.refresh_grant(
                 database,
                 settings,
                 keyset,
+                client,
                 refresh_token=refresh_token,
-                client_id=client_id or None,
-                scope=scope,
-                now=clock.now(),
-                resources=resource,
+                scope=form.get("scope"),
+                now=now,
+                resources=form.resources(),
+                lookup=authenticator.public_client,
             )
-    else:
-        raise UnsupportedGrantTypeError(f"grant_type {grant_type[:40]!r} is not supported")
-    metrics.count_issued(grant_type)
+        else:
+            if client is None:
+                raise InvalidClientError("client authentication is required")
+            result = oauth.client_credentials_grant(
+                settings,
+                keyset,
+                client,
+                scope=form.get("scope"),
+                now=now,
+                resources=form.resources(),
+            )
     return JSONResponse(result.model_dump(exclude_none=True), headers=NO_STORE)
+
+
+def _limit_password_checks(request: Request, client_address: str) -> None:
+    """IDP_TOKEN_RATE_LIMIT password grants per address and minute, before any bcrypt work."""
+    limiter: RateLimiter = request.app.state.token_rate_limiter
+    retry_after = limiter.hit(client_address)
+    if retry_after is not None:
+        raise TooManyRequestsError(
+            retry_after, "too many login attempts from this address; retry later"
+        )
 
 
 @router.post(
     "/revoke",
     responses={
         200: {"content": None, "description": "revoked, or unknown (RFC 7009 section 2.2)"},
-        400: {"model": OAuthErrorBody},
+        **CLIENT_ERRORS,
     },
+    openapi_extra=_form_body("token", "token_type_hint", *CLIENT_FIELDS),
 )
 async def revoke(
+    request: Request,
+    form: FormDep,
     session: SessionDep,
     settings: SettingsDep,
     keyset: KeySetDep,
     clock: ClockDep,
-    token: FormField = None,
-    token_type_hint: FormField = None,  # accepted and not needed: a token's shape says its type
+    client_address: ClientAddressDep,
+    authenticator: ClientAuthDep,
 ) -> Response:
     """Logout (RFC 7009): end the session of a refresh token, or of one of our access tokens.
-    200 with an empty body whether or not the token was known."""
+    The client authenticates as at `/token`; a token issued to another client is
+    `unauthorized_client`. 200 with an empty body whether or not the token was known.
+    `token_type_hint` is accepted and not needed: a token's shape says its type."""
+    token = form.get("token")
     if not token:
         raise InvalidRequestError("token is required")
-    await oauth.revoke(session, settings, keyset, token, now=clock.now())
+    now = clock.now()
+    credentials = credentials_from(request.headers.get("authorization"), form.single)
+    client = await authenticator.authenticate(
+        credentials, address=client_address, endpoint=f"{settings.issuer}/revoke", now=now
+    )
+    client = client or await authenticator.public_client(settings.default_client_id)
+    await oauth.revoke(session, settings, keyset, token, client=client, now=now)
     return Response(status_code=200, headers=NO_STORE)
 
 
@@ -134,23 +273,45 @@ async def revoke(
     response_model=IntrospectionResponse,
     response_model_exclude_none=True,
     responses={
-        400: {"model": OAuthErrorBody},
-        401: {"description": "no valid bearer token"},
+        **CLIENT_ERRORS,
         403: {"description": "the caller lacks the tokens:introspect permission"},
     },
+    openapi_extra=_form_body("token", "token_type_hint", *CLIENT_FIELDS),
 )
 async def introspect(
-    _caller: TokensIntrospect,
+    request: Request,
+    form: FormDep,
     session: SessionDep,
     settings: SettingsDep,
     keyset: KeySetDep,
     clock: ClockDep,
-    token: FormField = None,
-    token_type_hint: FormField = None,  # accepted and not needed: a token's shape says its type
+    client_address: ClientAddressDep,
+    authenticator: ClientAuthDep,
 ) -> JSONResponse:
-    """RFC 7662, for bearers holding `tokens:introspect`: `{"active": false}` for anything not
-    active, else the token's standard members."""
+    """RFC 7662: `{"active": false}` for anything not active, else the token's standard
+    members. The caller is a confidential client authenticating as at `/token`, or a user's
+    bearer token (`Authorization: Bearer`); either must hold `tokens:introspect` through its
+    roles."""
+    token = form.get("token")
+    now = clock.now()
+    authorization = request.headers.get("authorization")
+    if authorization is not None and authorization[:7].lower() == "bearer ":
+        claims = await get_token_claims(authorization[7:].strip(), keyset, settings, clock)
+        caller = await get_caller(claims, session)
+        await permissions_service.authorize(session, caller.user, "tokens:introspect")
+    else:
+        credentials = credentials_from(authorization, form.single)
+        client = await authenticator.authenticate(
+            credentials, address=client_address, endpoint=f"{settings.issuer}/introspect", now=now
+        )
+        if client is None or not client.confidential:
+            # A challenge for the client's Basic credentials, the usual ones here.
+            raise InvalidClientError("introspection needs client authentication", basic=True)
+        if not await clients.holds_permission(session, client.id, "tokens:introspect"):
+            raise PermissionDeniedError("this needs the 'tokens:introspect' permission")
     if not token:
         raise InvalidRequestError("token is required")
-    result = await oauth.introspect(session, settings, keyset, token, now=clock.now())
+    result = await oauth.introspect(
+        session, settings, keyset, token, now=now, enabled_client=authenticator.client
+    )
     return JSONResponse(result.model_dump(exclude_none=True), headers=NO_STORE)

@@ -2,26 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import Form, Request
+from fastapi import Request
 
 from idp.configuration import metrics
 from idp.configuration.exceptions import TooManyRequestsError
 from idp.dependencies.client import ClientAddressDep
 from idp.services.ratelimit import RateLimiter
-
-
-async def limit_password_grant(
-    request: Request,
-    client_address: ClientAddressDep,
-    grant_type: Annotated[str | None, Form()] = None,
-) -> None:
-    """429 with `Retry-After` when this address exceeds `IDP_TOKEN_RATE_LIMIT` password grants
-    per minute in this process. Other grants cost no bcrypt and pass."""
-    if grant_type != "password":
-        return
-    _take(request, client_address)
 
 
 async def limit_password_check(request: Request, client_address: ClientAddressDep) -> None:

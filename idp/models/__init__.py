@@ -2,6 +2,7 @@
 
 from idp.models.audit import AuditEvent
 from idp.models.base import Base
+from idp.models.clients import Client, ClientRole, ClientSecret, UsedAssertion
 from idp.models.lockout import LoginFailure
 from idp.models.refresh_tokens import RefreshFamily, RefreshToken
 from idp.models.roles import Permission, Role, RolePermission, UserRole
@@ -10,12 +11,16 @@ from idp.models.users import User
 __all__ = [
     "AuditEvent",
     "Base",
+    "Client",
+    "ClientRole",
+    "ClientSecret",
     "LoginFailure",
     "Permission",
     "RefreshFamily",
     "RefreshToken",
     "Role",
     "RolePermission",
+    "UsedAssertion",
     "User",
     "UserRole",
 ]

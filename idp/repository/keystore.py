@@ -37,6 +37,10 @@ ALGORITHMS: Final = ("RS256", "ES256", "EdDSA")
 RSA_BITS: Final = (2048, 3072, 4096)
 
 MANIFEST: Final = "manifest.json"
+# The key of the client secrets' HMAC (services/clients.py), beside the signing keys it is
+# as secret as; every replica shares it with the keystore.
+PEPPER: Final = "client-secret-pepper"
+_PEPPER_BYTES = 32
 _MANIFEST_VERSION = 1
 _LOCK_TIMEOUT = 60.0
 _SNAPSHOT_ATTEMPTS = 5
@@ -220,6 +224,38 @@ class KeystoreFiles:
             if path.stem not in named and _KID.fullmatch(path.stem):
                 path.unlink(missing_ok=True)
                 logger.info("removed orphan key file %s", path.name)
+
+    def pepper(self) -> bytes:
+        """The client-secret pepper, created (0600, 256 random bits) on first use in an
+        existing keystore; KeystoreMissingError without one."""
+        path = self.directory / PEPPER
+        try:
+            return self._read_pepper(path)
+        except FileNotFoundError:
+            pass
+        if not self.exists():
+            raise self._missing()
+        # Written aside, then linked into place: a reader sees no file or a whole one, and of
+        # two processes creating it at once the first link wins.
+        fd, temporary = tempfile.mkstemp(dir=self.directory, prefix=".pepper-")
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write(secrets.token_hex(_PEPPER_BYTES))
+                file.flush()
+                os.fsync(file.fileno())
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, path)
+        finally:
+            os.unlink(temporary)
+        self._fsync_directory()
+        return self._read_pepper(path)
+
+    @staticmethod
+    def _read_pepper(path: Path) -> bytes:
+        value = path.read_text(encoding="ascii").strip()
+        if len(value) < 2 * _PEPPER_BYTES:  # a half-written file from a crash is not a key
+            raise KeystoreError(f"{path} is shorter than {2 * _PEPPER_BYTES} hex characters")
+        return value.encode("ascii")
 
     # Files
 

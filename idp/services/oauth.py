@@ -9,52 +9,74 @@ as both RFCs allow.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any, Final
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from idp.configuration import metrics
 from idp.configuration.database import Database
-from idp.configuration.exceptions import InvalidGrantError, InvalidScopeError, InvalidTokenError
+from idp.configuration.exceptions import (
+    InvalidGrantError,
+    InvalidScopeError,
+    InvalidTokenError,
+    UnauthorizedClientError,
+)
 from idp.configuration.settings import Settings
 from idp.models import User
 from idp.repository import roles as roles_repo
 from idp.repository import users as users_repo
 from idp.schemas.oauth import IntrospectionResponse, TokenResponse
 from idp.services import authentication, refresh_tokens
-from idp.services.keyring import KeySet
-from idp.services.tokens import (
-    issue_access_token,
-    normalize_scope,
+from idp.services.clients import (
+    CLIENT_SUBJECT_PREFIX,
+    RegisteredClient,
+    audiences_still_allowed,
     select_audience,
-    verify_own_access_token,
+    select_scope,
 )
+from idp.services.keyring import KeySet
+from idp.services.tokens import issue_access_token, normalize_scope, verify_own_access_token
 
 INACTIVE: Final = IntrospectionResponse(active=False)
+
+# Finds the client a request named only through its refresh token: a public one, else
+# `invalid_client` (ClientAuthenticator.public_client).
+ClientLookup = Callable[[str], Awaitable[RegisteredClient]]
+
+
+def ensure_grant_allowed(client: RegisteredClient, grant_type: str) -> None:
+    """`unauthorized_client` unless the client is registered for `grant_type`."""
+    if grant_type not in client.grant_types:
+        raise UnauthorizedClientError(f"this client may not use the {grant_type} grant")
 
 
 async def password_grant(
     session: AsyncSession,
     settings: Settings,
     keyset: KeySet,
+    client: RegisteredClient,
     *,
     username: str,
     password: str,
-    client_id: str,
     scope: str | None,
     now: datetime,
     database: Database,
     client_address: str,
     resources: list[str] | None = None,
 ) -> TokenResponse:
-    """RFC 6749 section 4.3: check the password, start a refresh-token family (the login
-    session), and issue an access token with the user's current roles.
+    """RFC 6749 section 4.3, for clients that opted in: check the password, start a
+    refresh-token family (the login session), and issue an access token with the user's
+    current roles.
 
     `database` gives the lockout counters their own unit of work; `client_address` keys them.
-    `resources` (RFC 8707) choose the tokens' audience; the session keeps it.
+    `resources` (RFC 8707) choose the tokens' audience within the client's; the session
+    keeps it, and its scope, which must be within the client's.
     """
-    granted_scope = normalize_scope(scope)
-    audience = select_audience(settings, resources)
+    ensure_grant_allowed(client, "password")
+    granted_scope = select_scope(client, scope)
+    audience = select_audience(settings, client, resources)
     user = await authentication.authenticate(
         database, session, settings, username, password, client_address=client_address, now=now
     )
@@ -62,17 +84,19 @@ async def password_grant(
         session,
         settings,
         user_id=user.id,
-        client_id=client_id,
+        client_id=client.id,
         scope=granted_scope,
         audience=audience,
         now=now,
+        ttl=client.refresh_ttl(settings),
     )
     return await _token_response(
         session,
         settings,
         keyset,
         user,
-        client_id=client_id,
+        client=client,
+        grant="password",
         scope=granted_scope,
         audience=audience,
         sid=str(issued.family.id),
@@ -81,30 +105,74 @@ async def password_grant(
     )
 
 
-async def refresh_grant(
-    database: Database,
+def client_credentials_grant(
     settings: Settings,
     keyset: KeySet,
+    client: RegisteredClient,
     *,
-    refresh_token: str,
-    client_id: str | None,
     scope: str | None,
     now: datetime,
     resources: list[str] | None = None,
 ) -> TokenResponse:
+    """RFC 6749 section 4.4: a token for the authenticated confidential client itself, `sub`
+    `client:<id>` (RFC 9068 section 2.2), carrying the client's roles; no refresh token.
+    Everything it needs is in the client's snapshot: no database round trip."""
+    if not client.confidential:
+        raise UnauthorizedClientError("client_credentials needs a confidential client")
+    ensure_grant_allowed(client, "client_credentials")
+    granted_scope = select_scope(client, scope)
+    audience = select_audience(settings, client, resources)
+    access = issue_access_token(
+        keyset,
+        settings,
+        subject=client.subject,
+        username=None,
+        email=None,
+        roles=client.roles,
+        client_id=client.id,
+        scope=granted_scope,
+        sid=None,
+        audience=audience,
+        ttl=client.access_ttl(settings),
+        now=now,
+    )
+    metrics.count_issued("client_credentials", client.id)
+    return TokenResponse(
+        access_token=access.token, expires_in=access.expires_in, scope=granted_scope
+    )
+
+
+async def refresh_grant(
+    database: Database,
+    settings: Settings,
+    keyset: KeySet,
+    client: RegisteredClient | None,
+    *,
+    refresh_token: str,
+    scope: str | None,
+    now: datetime,
+    resources: list[str] | None = None,
+    lookup: ClientLookup,
+) -> TokenResponse:
     """RFC 6749 section 6 with rotation: the token is consumed and replaced; the new access
-    token carries the roles the user holds now. The family keeps its scope; a narrower
-    `scope` narrows only this access token, a wider one is `invalid_scope`. The family keeps
-    its audience too: `resources` may only narrow it (else `invalid_target`), and a family
-    whose audience is no longer configured ends (`invalid_grant`).
+    token carries the roles the user holds now.
+
+    A refresh token is bound to its client: an authenticated `client` must be the one it was
+    issued to; a request naming no client is for the token's own client, which must then be
+    public (`lookup`). The family keeps its scope: a narrower `scope` narrows only this access
+    token, a wider one is `invalid_scope`. The family keeps its audience too: `resources` may
+    only narrow it (else `invalid_target`), and a family whose audience the client may no
+    longer have ends (`invalid_grant`).
 
     The rotation is a unit of work of its own; a reused token's family is revoked in another
     one after it rolled back, so the revocation stands although the grant fails.
     """
+    if client is not None:
+        ensure_grant_allowed(client, "refresh_token")
     try:
         async with database.session() as session:
             return await _rotate(
-                session, settings, keyset, refresh_token, client_id, scope, now, resources
+                session, settings, keyset, client, refresh_token, scope, now, resources, lookup
             )
     except refresh_tokens.ReusedRefreshTokenError as reused:
         await refresh_tokens.end_reused_family(database, reused, now)
@@ -115,23 +183,33 @@ async def _rotate(
     session: AsyncSession,
     settings: Settings,
     keyset: KeySet,
+    client: RegisteredClient | None,
     refresh_token: str,
-    client_id: str | None,
     scope: str | None,
     now: datetime,
     resources: list[str] | None,
+    lookup: ClientLookup,
 ) -> TokenResponse:
     requested = normalize_scope(scope)
     issued = await refresh_tokens.rotate(
-        session, settings, refresh_token, client_id=client_id, now=now
+        session,
+        settings,
+        refresh_token,
+        client_id=client.id if client is not None else None,
+        now=now,
     )
     family = issued.family
-    if requested is not None and not set(requested.split()) <= set((family.scope or "").split()):
+    if client is None:  # rolls back if refused: the token stays usable by its client
+        client = await lookup(family.client_id)
+        ensure_grant_allowed(client, "refresh_token")
+    # The session's scope, less what the client may no longer have.
+    granted = [token for token in (family.scope or "").split() if token in client.scopes]
+    if requested is not None and not set(requested.split()) <= set(granted):
         raise InvalidScopeError()  # rolls back: the presented token stays usable
-    granted = family.audience or list(settings.audience)
-    if any(value not in settings.own_audiences for value in granted):
+    session_audience = family.audience or list(settings.audience)
+    if not audiences_still_allowed(settings, client, session_audience):
         raise InvalidGrantError()
-    audience = select_audience(settings, resources, within=granted)
+    audience = select_audience(settings, client, resources, within=session_audience)
     found = await users_repo.get_with_role_names(session, family.user_id)
     if found is None or not found[0].is_active:
         raise InvalidGrantError()
@@ -142,8 +220,9 @@ async def _rotate(
         keyset,
         user,
         roles=roles,
-        client_id=family.client_id,
-        scope=requested or family.scope,
+        client=client,
+        grant="refresh_token",
+        scope=requested or (" ".join(granted) or None),
         audience=audience,
         sid=str(family.id),
         refresh_token=issued.token,
@@ -157,7 +236,8 @@ async def _token_response(
     keyset: KeySet,
     user: User,
     *,
-    client_id: str,
+    client: RegisteredClient,
+    grant: str,
     scope: str | None,
     sid: str,
     refresh_token: str,
@@ -175,12 +255,14 @@ async def _token_response(
         username=user.username,
         email=user.email,
         roles=roles,
-        client_id=client_id,
+        client_id=client.id,
         scope=scope,
         sid=sid,
         audience=audience,
+        ttl=client.access_ttl(settings),
         now=now,
     )
+    metrics.count_issued(grant, client.id)
     return TokenResponse(
         access_token=access.token,
         expires_in=access.expires_in,
@@ -199,21 +281,33 @@ def _is_jws(token: str) -> bool:
 def _verified(
     settings: Settings, keyset: KeySet, token: str, now: datetime
 ) -> dict[str, Any] | None:
+    """The claims of an access token of ours, whichever audience it is for; else None."""
     try:
-        return verify_own_access_token(keyset, settings, token, now=now)
+        return verify_own_access_token(keyset, settings, token, now=now, any_audience=True)
     except InvalidTokenError:
         return None
 
 
+# The registered, enabled client of an id, else None (ClientAuthenticator.client).
+EnabledClient = Callable[[str], Awaitable[RegisteredClient | None]]
+
+
 async def introspect(
-    session: AsyncSession, settings: Settings, keyset: KeySet, token: str, *, now: datetime
+    session: AsyncSession,
+    settings: Settings,
+    keyset: KeySet,
+    token: str,
+    *,
+    now: datetime,
+    enabled_client: EnabledClient,
 ) -> IntrospectionResponse:
-    """Active only if the token verifies (or is a live refresh token), its user is active and
-    its session has not ended; anything else is `{"active": false}` with no reason given."""
+    """Active only if the token verifies (or is a live refresh token), its user (or, for a
+    client's own token, its client) is active and its session has not ended; anything else
+    is `{"active": false}` with no reason given."""
     if _is_jws(token):
-        return await _introspect_access_token(session, settings, keyset, token, now)
+        return await _introspect_access_token(session, settings, keyset, token, now, enabled_client)
     found = await refresh_tokens.describe(session, token, now=now)
-    if found is None:
+    if found is None or await enabled_client(found.client_id) is None:
         return INACTIVE
     return IntrospectionResponse(
         active=True,
@@ -229,14 +323,29 @@ async def introspect(
 
 
 async def _introspect_access_token(
-    session: AsyncSession, settings: Settings, keyset: KeySet, token: str, now: datetime
+    session: AsyncSession,
+    settings: Settings,
+    keyset: KeySet,
+    token: str,
+    now: datetime,
+    enabled_client: EnabledClient,
 ) -> IntrospectionResponse:
     claims = _verified(settings, keyset, token, now)
     if claims is None:
         return INACTIVE
-    try:
-        user = await authentication.bearer_user(session, claims)
-    except InvalidTokenError:
+    subject = claims.get("sub")
+    username = None
+    if isinstance(subject, str) and subject.startswith(CLIENT_SUBJECT_PREFIX):
+        if claims.get("client_id") != subject.removeprefix(CLIENT_SUBJECT_PREFIX):
+            return INACTIVE
+    else:
+        try:
+            user = await authentication.bearer_user(session, claims)
+        except InvalidTokenError:
+            return INACTIVE
+        username = user.username
+    client_id = claims.get("client_id")
+    if not isinstance(client_id, str) or await enabled_client(client_id) is None:
         return INACTIVE
 
     def text(name: str) -> str | None:
@@ -252,9 +361,9 @@ async def _introspect_access_token(
     return IntrospectionResponse(
         active=True,
         token_type="access_token",  # noqa: S106 - the RFC 7662 token type, not a secret
-        sub=str(user.id),
-        username=user.username,
-        client_id=text("client_id"),
+        sub=text("sub"),
+        username=username,
+        client_id=client_id,
         scope=text("scope"),
         aud=_audience(claims.get("aud")),
         iss=text("iss"),
@@ -274,19 +383,37 @@ def _audience(aud: object) -> str | list[str] | None:
 
 
 async def revoke(
-    session: AsyncSession, settings: Settings, keyset: KeySet, token: str, *, now: datetime
+    session: AsyncSession,
+    settings: Settings,
+    keyset: KeySet,
+    token: str,
+    *,
+    client: RegisteredClient,
+    now: datetime,
 ) -> None:
     """End the session the token belongs to; unknown or invalid tokens are ignored (RFC 7009).
+    A token issued to another client is `unauthorized_client` (RFC 7009 section 2.1).
 
     A refresh token ends its family. An access token of ours ends the family named by its
     `sid` (RFC 7009 section 2.1 allows this): the identity service and introspection treat
     it as inactive at once; services that verify it locally accept it until its short `exp`.
+    A client's own token has no session: it lives until its `exp` (disable the client to
+    make introspection refuse it).
     """
     if not _is_jws(token):
+        owner = await refresh_tokens.client_of(session, token)
+        if owner is None:
+            return
+        if owner != client.id:
+            raise UnauthorizedClientError("the token was issued to another client")
         await refresh_tokens.revoke(session, token, now=now)
         return
     claims = _verified(settings, keyset, token, now)
-    if claims is None or not isinstance(claims.get("sid"), str):
+    if claims is None:
+        return
+    if claims.get("client_id") != client.id:
+        raise UnauthorizedClientError("the token was issued to another client")
+    if not isinstance(claims.get("sid"), str):
         return
     try:
         family_id = uuid.UUID(claims["sid"])

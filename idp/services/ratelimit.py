@@ -37,6 +37,16 @@ class RateLimiter:
     def enabled(self) -> bool:
         return self.capacity > 0
 
+    def exhausted(self, key: str) -> int | None:
+        """Like `hit` without taking a token: for limits that only failures spend."""
+        if not self.enabled or key not in self._buckets:
+            return None
+        tokens, then = self._buckets[key]
+        tokens = min(self.capacity, tokens + (self.clock() - then) * self.refill_per_second)
+        if tokens >= 1:
+            return None
+        return max(1, math.ceil((1 - tokens) / self.refill_per_second))
+
     def hit(self, key: str) -> int | None:
         """Take one token for `key`: None when allowed, else the seconds until one is back."""
         if not self.enabled:

@@ -102,9 +102,12 @@ async def start_family(
     scope: str | None,
     now: datetime,
     audience: list[str] | None = None,
+    ttl: int | None = None,
 ) -> IssuedRefreshToken:
-    """A new login session and its first refresh token; `audience` stays the session's."""
-    expires_at = now + timedelta(seconds=settings.refresh_token_ttl)
+    """A new login session and its first refresh token; `audience` stays the session's.
+    `ttl` (the client's) may shorten IDP_REFRESH_TOKEN_TTL."""
+    lifetime = min(ttl or settings.refresh_token_ttl, settings.refresh_token_ttl)
+    expires_at = now + timedelta(seconds=lifetime)
     family = RefreshFamily(
         user_id=user_id,
         client_id=client_id,
@@ -178,6 +181,14 @@ async def revoke(session: AsyncSession, token: str, *, now: datetime) -> bool:
         return False
     await revoke_family(session, found[1].id, now=now)
     return True
+
+
+async def client_of(session: AsyncSession, token: str) -> str | None:
+    """The client a refresh token (live or not) was issued to; None when unknown."""
+    if not _plausible(token):
+        return None
+    found = await refresh_repo.find(session, hash_token(token))
+    return None if found is None else found[1].client_id
 
 
 async def revoke_family(session: AsyncSession, family_id: uuid.UUID, *, now: datetime) -> bool:

@@ -18,11 +18,7 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from idp.configuration.exceptions import (
-    InvalidRequestError,
-    InvalidTargetError,
-    InvalidTokenError,
-)
+from idp.configuration.exceptions import InvalidRequestError, InvalidTokenError
 from idp.configuration.settings import Settings
 from idp.services.keyring import KeySet
 from idp_verifier import jws
@@ -52,71 +48,51 @@ def normalize_scope(scope: str | None) -> str | None:
     return " ".join(dict.fromkeys(tokens))
 
 
-def select_audience(
-    settings: Settings, resources: Sequence[str] | None, *, within: Sequence[str] | None = None
-) -> list[str]:
-    """The token's audiences for the RFC 8707 `resource` values of a token request.
-
-    None or empty: `within` (a refresh keeps its family's audiences) else the configured
-    IDP_AUDIENCE. Otherwise each value must be one of those, or idp's admin audience asked for
-    alone: a token for the admin API is never also valid at another service. Else
-    `invalid_target`.
-    """
-    default = list(within) if within is not None else list(settings.audience)
-    # RFC 6749 section 3.2: a parameter sent without a value is treated as omitted.
-    wanted = list(dict.fromkeys(value for value in resources or () if value))
-    if not wanted:
-        return default
-    admin = settings.admin_token_audience
-    allowed = default if within is not None else [*settings.audience, admin]
-    if any(value not in allowed for value in wanted):
-        raise InvalidTargetError()
-    if admin in wanted and len(wanted) > 1:
-        raise InvalidTargetError("the admin audience must be requested alone")
-    return wanted
-
-
 def issue_access_token(
     keyset: KeySet,
     settings: Settings,
     *,
     subject: str,
-    username: str,
-    email: str,
+    username: str | None,
+    email: str | None,
     roles: Sequence[str],
     client_id: str,
     scope: str | None,
     sid: str | None,
-    audience: Sequence[str] | None = None,
+    audience: Sequence[str],
+    ttl: int,
     now: datetime,
 ) -> IssuedToken:
     """Sign an access token carrying every claim of the contract.
 
     `sid` (the claim of that name) is the refresh-token family the token belongs to, so
-    the identity service can tell "this session" from the user's other ones.
+    the identity service can tell "this session" from the user's other ones. A client's own
+    token (client_credentials) has no `username`, `email` or `sid`.
     """
     issued_at = int(now.timestamp())
     jti = secrets.token_urlsafe(16)
     claims: dict[str, Any] = {
         "iss": settings.issuer,
         "sub": subject,
-        "aud": _aud_claim(audience) if audience else settings.token_audience,
-        "exp": issued_at + settings.access_token_ttl,
+        "aud": _aud_claim(audience),
+        "exp": issued_at + ttl,
         "iat": issued_at,
         "nbf": issued_at,
         "jti": jti,
         "client_id": client_id,
-        "username": username,
-        "email": email,
-        "roles": list(roles),
     }
+    if username is not None:
+        claims["username"] = username
+    if email is not None:
+        claims["email"] = email
+    claims["roles"] = list(roles)
     if scope:
         claims["scope"] = scope
     if sid:
         claims["sid"] = sid
     return IssuedToken(
         token=keyset.sign(claims),
-        expires_in=settings.access_token_ttl,
+        expires_in=ttl,
         jti=jti,
         kid=keyset.active_kid,
     )
@@ -142,7 +118,7 @@ def verify_access_token(
     token: str,
     *,
     issuer: str,
-    audiences: Sequence[str],
+    audiences: Sequence[str] | None,
     leeway: int,
     now: datetime,
 ) -> dict[str, Any]:
@@ -181,23 +157,27 @@ def has_audience(claims: Mapping[str, Any], audience: str) -> bool:
     return aud == audience or (isinstance(aud, list) and audience in aud)
 
 
-def _audience_of(payload: Mapping[str, Any], audiences: Sequence[str]) -> str:
-    """The configured audience the token names (the verifier checks for one), else the first."""
+def _audience_of(payload: Mapping[str, Any], audiences: Sequence[str] | None) -> str:
+    """The accepted audience the token names (the verifier checks for one), else the first;
+    None accepts any audience the token names."""
     aud = payload.get("aud")
     named = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+    if audiences is None:
+        return next((item for item in named if isinstance(item, str)), "")
     return next((audience for audience in audiences if audience in named), audiences[0])
 
 
 def verify_own_access_token(
-    keyset: KeySet, settings: Settings, token: str, *, now: datetime
+    keyset: KeySet, settings: Settings, token: str, *, now: datetime, any_audience: bool = False
 ) -> dict[str, Any]:
     """`verify_access_token` with this server's issuer, audiences (the admin one included)
-    and leeway. The admin API additionally requires the admin audience."""
+    and leeway. The admin API additionally requires the admin audience. `any_audience`:
+    a token of ours whatever service it is for (introspection, revocation)."""
     return verify_access_token(
         keyset,
         token,
         issuer=settings.issuer,
-        audiences=settings.own_audiences,
+        audiences=None if any_audience else settings.own_audiences,
         leeway=settings.clock_leeway,
         now=now,
     )
