@@ -544,11 +544,13 @@ def bootstrap_admin(*, generate: bool, quiet: bool) -> None:
         if not quiet:
             typer.echo("an active admin account exists already")
     elif outcome:
-        # Shown once, on the operator's terminal; never logged.
+        # Shown once, on the operator's terminal (or the container's log); never logged. The
+        # frame makes it stand out among log lines, where colour is stripped.
+        frame = "=" * 72
         typer.secho(
-            f"\nCreated admin account {username!r} with password:\n\n    {outcome}\n\n"
+            f"\n{frame}\nCreated admin account {username!r} with password:\n\n    {outcome}\n\n"
             "It is shown only this once. Change it with `idp users set-password "
-            f"{username}`.\n",
+            f"{username}`.\n{frame}\n",
             fg=typer.colors.YELLOW,
             err=True,
         )
