@@ -4,7 +4,11 @@ runner, and (marked slow) as a real process, so the console entry point stays co
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 import subprocess
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -318,3 +322,73 @@ def test_ensure_admin_generate_treats_an_empty_password_as_unset(run) -> None:  
     assert _usernames(run("users", "list", "--json", "--role", "admin")) == ["boss"]
     second = run("users", "ensure-admin", "--generate", extra_env=env)
     assert "exists already" in second.stdout and "shown only" not in second.stderr
+
+
+def _stub(path: Path, script: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/usr/bin/env bash\n{script}\n")
+    path.chmod(0o755)
+
+
+@pytest.fixture
+def scripts_copy(tmp_path: Path) -> Path:
+    """scripts/ in a directory of its own, with a stand-in uv (and `idp`) that log their calls:
+    the first-run set-up runs for real, the slow parts are stubbed."""
+    shutil.copytree(ROOT / "scripts", tmp_path / "scripts")
+    (tmp_path / "uv.lock").write_text("")
+    (tmp_path / "pyproject.toml").write_text("")
+    version = re.search(r"UV_VERSION=(\S+)", (ROOT / "scripts" / "env.sh").read_text())
+    assert version
+    _stub(
+        tmp_path / ".tools" / "bin" / "uv",
+        f'[ "$1" = --version ] && {{ echo "uv {version.group(1)}"; exit; }}\n'
+        'mkdir -p .venv/bin && echo "uv $*" >&2',
+    )
+    _stub(tmp_path / ".venv" / "bin" / "idp", 'echo "idp $*" >&2')
+    return tmp_path
+
+
+def _steps(result: subprocess.CompletedProcess[str]) -> list[str]:
+    assert result.returncode == 0, result.stderr
+    return [line for line in result.stderr.splitlines() if line.startswith(("==>", "uv ", "idp "))]
+
+
+def test_env_script_announces_creating_and_syncing_the_venv(scripts_copy: Path) -> None:
+    def source() -> list[str]:
+        return _steps(
+            subprocess.run(
+                ["bash", "-c", f"source {scripts_copy / 'scripts' / 'env.sh'}"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+        )
+
+    first = source()
+    assert first[0].startswith("==> creating .venv from uv.lock")
+    assert first[1].startswith("uv sync")
+    _stub(scripts_copy / ".venv" / "bin" / "python", "")
+    assert [line for line in source() if line.startswith("==>")] == []  # nothing changed
+    os.utime(scripts_copy / "uv.lock", (time.time() + 5, time.time() + 5))
+    assert source()[0] == "==> syncing .venv with uv.lock"
+
+
+def test_serve_script_announces_each_step(scripts_copy: Path) -> None:
+    _stub(scripts_copy / ".venv" / "bin" / "python", "")
+    (scripts_copy / ".venv" / ".synced").touch()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("IDP_")}
+    result = subprocess.run(
+        [str(scripts_copy / "scripts" / "serve")],
+        capture_output=True,
+        text=True,
+        env={**env, "IDP_PORT": "8123"},
+        check=False,
+    )
+    steps = [step for step in _steps(result) if not step.startswith("uv sync")]
+    assert steps == [
+        "idp db upgrade",
+        "==> making sure an admin account exists",
+        "idp users ensure-admin --generate",
+        "==> serving on http://127.0.0.1:8123 (keys in keys/, created on the first run)",
+        "idp serve --init-keys --host 127.0.0.1 --port 8123",
+    ]
