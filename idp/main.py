@@ -19,12 +19,14 @@ from idp.controllers import (
     admin_audit,
     admin_roles,
     admin_users,
+    browser,
     health,
     me,
     metrics,
     oauth,
     wellknown,
 )
+from idp.controllers.cors import CorsMiddleware
 from idp.controllers.errors import install_error_handlers
 from idp.controllers.middleware import BodySizeLimitMiddleware
 from idp.controllers.security_headers import install_http_hardening
@@ -98,6 +100,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(oauth.router)
+    app.include_router(browser.router)
     app.include_router(wellknown.router)
     app.include_router(me.router)
     app.include_router(health.router)
@@ -106,6 +109,7 @@ def create_app(
     app.include_router(admin_audit.router)
     app.include_router(metrics.router)
     # The last added runs first: the request id and access log cover the 413 answers too.
+    app.add_middleware(CorsMiddleware)
     install_http_hardening(app, settings)
     app.add_middleware(BodySizeLimitMiddleware, max_body_size=settings.max_body_size)
     app.add_middleware(RequestContextMiddleware)

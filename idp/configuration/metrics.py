@@ -80,7 +80,7 @@ LOGIN_OUTCOMES: Final = (SUCCESS, *OAUTH_ERRORS, RATE_LIMITED, UNAVAILABLE, ERRO
 REFRESH_OUTCOMES: Final = (SUCCESS, *OAUTH_ERRORS, RATE_LIMITED, UNAVAILABLE, ERROR)
 # The grants of POST /token. The `client_id` label is a registered client's id (the registry
 # bounds the series); the built-in client's is exported from the start.
-GRANTS: Final = ("password", "refresh_token", "client_credentials")
+GRANTS: Final = ("password", "refresh_token", "client_credentials", "authorization_code")
 CLIENT_AUTH_METHODS: Final = ("client_secret_basic", "client_secret_post", "private_key_jwt")
 
 LOGINS = Counter(
@@ -98,6 +98,12 @@ REFRESHES = Counter(
 CLIENT_CREDENTIALS = Counter(
     "idp_client_credentials_grants",
     "client_credentials grants by outcome: success, an RFC 6749 error code, rate_limited, "
+    "unavailable, error.",
+    ["outcome"],
+)
+CODE_EXCHANGES = Counter(
+    "idp_authorization_code_grants",
+    "authorization_code grants by outcome: success, an RFC 6749 error code, rate_limited, "
     "unavailable, error.",
     ["outcome"],
 )
@@ -133,6 +139,7 @@ for _outcome in REFRESH_OUTCOMES:
     REFRESHES.labels(outcome=_outcome)
 for _outcome in REFRESH_OUTCOMES:
     CLIENT_CREDENTIALS.labels(outcome=_outcome)
+    CODE_EXCHANGES.labels(outcome=_outcome)
 for _grant in ("password", "refresh_token"):
     TOKENS_ISSUED.labels(grant=_grant, client_id="idp")
 for _method in CLIENT_AUTH_METHODS:

@@ -100,6 +100,14 @@ class Settings(BaseSettings):
         2.0, gt=0, le=60, description="How often a server checks the keystore for a change."
     )
 
+    # Browser sign-in
+    browser_session_ttl: int = Field(
+        36_000,
+        ge=60,
+        le=30 * 86_400,
+        description="How long a browser stays signed in (single sign-on) after its login.",
+    )
+
     # OAuth clients
     client_secret_pepper: SecretStr | None = Field(
         None,

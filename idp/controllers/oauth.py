@@ -43,6 +43,7 @@ GRANTS: Final = {
     "password": metrics.LOGINS,
     "refresh_token": metrics.REFRESHES,
     "client_credentials": metrics.CLIENT_CREDENTIALS,
+    "authorization_code": metrics.CODE_EXCHANGES,
 }
 
 
@@ -135,6 +136,9 @@ CLIENT_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
         "username",
         "password",
         "refresh_token",
+        "code",
+        "redirect_uri",
+        "code_verifier",
         "scope",
         "resource",
         "audience",
@@ -208,6 +212,19 @@ async def token(
                 now=now,
                 resources=form.resources(),
                 lookup=authenticator.public_client,
+            )
+        elif grant_type == "authorization_code":
+            if client is None:
+                raise InvalidClientError("client_id or client authentication is required")
+            result = await oauth.code_grant(
+                database,
+                settings,
+                keyset,
+                client,
+                code=form.get("code") or "",
+                redirect_uri=form.get("redirect_uri"),
+                code_verifier=form.get("code_verifier"),
+                now=now,
             )
         else:
             if client is None:

@@ -6,7 +6,9 @@ from fastapi import APIRouter, Request, Response
 
 from idp.dependencies.database import SettingsDep
 from idp.schemas.oauth import ServerMetadata
+from idp.services.client_auth import ASSERTION_ALGORITHMS
 from idp.services.keyring import KeyRing
+from idp.services.oidc import OIDC_CLAIMS, OIDC_SCOPES
 
 router = APIRouter(tags=["discovery"])
 
@@ -38,24 +40,50 @@ async def jwks(request: Request) -> Response:
 
 
 async def server_metadata(request: Request, settings: SettingsDep) -> ServerMetadata:
-    """RFC 8414 metadata; also served where OpenID Connect consumers look for it."""
+    """RFC 8414 metadata: what this server implements, and nothing it does not."""
     issuer = settings.issuer
-    keyring: KeyRing = request.app.state.keyring
-    algorithms = sorted(keyring.current.algorithms)
+    methods = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
     return ServerMetadata(
         issuer=issuer,
+        authorization_endpoint=f"{issuer}/authorize",
         token_endpoint=f"{issuer}/token",
         jwks_uri=f"{issuer}/.well-known/jwks.json",
         revocation_endpoint=f"{issuer}/revoke",
         introspection_endpoint=f"{issuer}/introspect",
-        grant_types_supported=["password", "refresh_token"],
-        response_types_supported=["token"],
-        token_endpoint_auth_methods_supported=["none"],
-        revocation_endpoint_auth_methods_supported=["none"],
-        introspection_endpoint_auth_methods_supported=["bearer"],
-        id_token_signing_alg_values_supported=algorithms,
-        subject_types_supported=["public"],
+        grant_types_supported=[
+            "authorization_code",
+            "client_credentials",
+            "password",
+            "refresh_token",
+        ],
+        response_types_supported=["code"],
+        response_modes_supported=["query"],
+        code_challenge_methods_supported=["S256"],
+        authorization_response_iss_parameter_supported=True,
+        token_endpoint_auth_methods_supported=[*methods, "none"],
+        token_endpoint_auth_signing_alg_values_supported=list(ASSERTION_ALGORITHMS),
+        revocation_endpoint_auth_methods_supported=[*methods, "none"],
+        revocation_endpoint_auth_signing_alg_values_supported=list(ASSERTION_ALGORITHMS),
+        introspection_endpoint_auth_methods_supported=methods,
+        introspection_endpoint_auth_signing_alg_values_supported=list(ASSERTION_ALGORITHMS),
+        scopes_supported=list(OIDC_SCOPES),
         service_documentation=f"{issuer}/docs",
+    )
+
+
+async def openid_configuration(request: Request, settings: SettingsDep) -> ServerMetadata:
+    """OpenID Connect Discovery 1.0: the RFC 8414 metadata and the OpenID Connect members."""
+    keyring: KeyRing = request.app.state.keyring
+    metadata = await server_metadata(request, settings)
+    return metadata.model_copy(
+        update={
+            "userinfo_endpoint": f"{settings.issuer}/userinfo",
+            "end_session_endpoint": f"{settings.issuer}/logout",
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": sorted(keyring.current.algorithms),
+            "claims_supported": list(OIDC_CLAIMS),
+            "prompt_values_supported": ["none", "login", "consent"],
+        }
     )
 
 
@@ -68,7 +96,7 @@ router.add_api_route(
 )
 router.add_api_route(
     "/.well-known/openid-configuration",
-    server_metadata,
+    openid_configuration,
     methods=["GET"],
     response_model=ServerMetadata,
     response_model_exclude_none=True,

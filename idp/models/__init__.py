@@ -2,6 +2,7 @@
 
 from idp.models.audit import AuditEvent
 from idp.models.base import Base
+from idp.models.browser import AuthorizationCode, BrowserSession, Consent
 from idp.models.clients import Client, ClientRole, ClientSecret, UsedAssertion
 from idp.models.lockout import LoginFailure
 from idp.models.refresh_tokens import RefreshFamily, RefreshToken
@@ -10,10 +11,13 @@ from idp.models.users import User
 
 __all__ = [
     "AuditEvent",
+    "AuthorizationCode",
     "Base",
+    "BrowserSession",
     "Client",
     "ClientRole",
     "ClientSecret",
+    "Consent",
     "LoginFailure",
     "Permission",
     "RefreshFamily",

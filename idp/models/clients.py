@@ -33,6 +33,8 @@ class Client(Base):
     # May ask for idp's own admin audience (IDP_ADMIN_AUDIENCE).
     admin_api: Mapped[bool] = mapped_column(Boolean, default=False, server_default=text("false"))
     redirect_uris: Mapped[list[str]] = mapped_column(JSON)
+    # OpenID Connect RP-initiated logout: where the browser may be sent afterwards.
+    post_logout_redirect_uris: Mapped[list[str]] = mapped_column(JSON, default=list)
     # private_key_jwt: the client's public keys, inline or by URL (one of them).
     jwks: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     jwks_uri: Mapped[str | None] = mapped_column(String(2000), default=None)

@@ -29,6 +29,12 @@ class RefreshFamily(Base):
     # The `aud` of the session's access tokens (RFC 8707 `resource` at login); None for
     # sessions started before audiences were recorded: the configured IDP_AUDIENCE.
     audience: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    # Browser sign-in (OpenID Connect): the browser session it came from and its auth_time,
+    # kept for the ID tokens of later refreshes; None for other grants.
+    browser_session_id: Mapped[uuid.UUID | None] = mapped_column(
+        Uuid, ForeignKey("browser_sessions.id", ondelete="SET NULL"), default=None, index=True
+    )
+    auth_time: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     created_at: Mapped[datetime] = mapped_column(
         UTCDateTime, default=utcnow, server_default=func.now()
     )

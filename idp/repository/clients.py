@@ -155,3 +155,9 @@ async def permission_codes(session: AsyncSession, client_id: str) -> set[str]:
         .where(ClientRole.client_id == client_id)
     )
     return set(result.scalars().all())
+
+
+async def enabled_redirect_uris(session: AsyncSession) -> list[str]:
+    """Every redirect URI of every enabled client."""
+    result = await session.execute(select(Client.redirect_uris).where(Client.enabled.is_(True)))
+    return [uri for uris in result.scalars().all() for uri in uris or []]

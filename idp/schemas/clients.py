@@ -50,7 +50,16 @@ class ClientFields(BaseModel):
     admin_api: bool | None = Field(
         None, description="May request tokens for idp's own admin API (IDP_ADMIN_AUDIENCE)."
     )
-    redirect_uris: list[RedirectUri] | None = Field(None, max_length=50)
+    redirect_uris: list[RedirectUri] | None = Field(
+        None,
+        max_length=50,
+        description="Exact redirect URIs for the authorization code flow (a loopback URI "
+        "matches any port, RFC 8252).",
+        examples=[["https://app.example.com/callback"]],
+    )
+    post_logout_redirect_uris: list[RedirectUri] | None = Field(
+        None, max_length=50, description="Where OpenID Connect logout may send the browser."
+    )
     jwks: dict[str, Any] | None = Field(
         None, description="private_key_jwt: the client's public keys (RFC 7517 key set)."
     )
@@ -99,6 +108,7 @@ class ClientOut(BaseModel):
     default_audience: str | None
     admin_api: bool
     redirect_uris: list[str]
+    post_logout_redirect_uris: list[str]
     jwks: dict[str, Any] | None
     jwks_uri: str | None
     access_token_ttl: int | None

@@ -11,6 +11,7 @@ class TokenResponse(BaseModel):
     expires_in: int
     refresh_token: str | None = None
     scope: str | None = None
+    id_token: str | None = None
 
 
 class OAuthErrorBody(BaseModel):
@@ -22,6 +23,7 @@ class ServerMetadata(BaseModel):
     """RFC 8414 authorization server metadata."""
 
     issuer: str
+    authorization_endpoint: str | None = None
     token_endpoint: str
     jwks_uri: str
     revocation_endpoint: str
@@ -32,10 +34,19 @@ class ServerMetadata(BaseModel):
     revocation_endpoint_auth_methods_supported: list[str]
     introspection_endpoint_auth_methods_supported: list[str]
     introspection_endpoint_auth_signing_alg_values_supported: list[str] | None = None
+    revocation_endpoint_auth_signing_alg_values_supported: list[str] | None = None
     id_token_signing_alg_values_supported: list[str] | None = None
     token_endpoint_auth_signing_alg_values_supported: list[str] | None = None
     scopes_supported: list[str] | None = None
     subject_types_supported: list[str] | None = None
+    code_challenge_methods_supported: list[str] | None = None
+    response_modes_supported: list[str] | None = None
+    authorization_response_iss_parameter_supported: bool | None = None
+    # OpenID Connect Discovery 1.0 (only at /.well-known/openid-configuration)
+    userinfo_endpoint: str | None = None
+    end_session_endpoint: str | None = None
+    claims_supported: list[str] | None = None
+    prompt_values_supported: list[str] | None = None
     service_documentation: str | None = None
 
 

@@ -91,6 +91,7 @@ class RegisteredClient:
     default_audience: str | None
     admin_api: bool
     redirect_uris: tuple[str, ...]
+    post_logout_redirect_uris: tuple[str, ...]
     jwks: dict[str, Any] | None
     jwks_uri: str | None
     access_token_ttl: int | None
@@ -226,6 +227,7 @@ async def load(session: AsyncSession, client_id: str) -> RegisteredClient | None
         default_audience=client.default_audience,
         admin_api=client.admin_api,
         redirect_uris=tuple(client.redirect_uris),
+        post_logout_redirect_uris=tuple(client.post_logout_redirect_uris or ()),
         jwks=client.jwks,
         jwks_uri=client.jwks_uri,
         access_token_ttl=client.access_token_ttl,
@@ -255,6 +257,7 @@ class ClientCache:
         self.max_entries = max_entries
         self._clock = clock
         self._entries: dict[str, tuple[float, RegisteredClient | None]] = {}
+        self._origins: tuple[float, frozenset[str]] | None = None
 
     async def get(self, database: Database, client_id: str) -> RegisteredClient | None:
         now = self._clock()
@@ -270,7 +273,24 @@ class ClientCache:
                 del self._entries[next(iter(self._entries))]
         return found
 
+    async def origins(self, database: Database) -> frozenset[str]:
+        """The web origins of every enabled client's redirect URIs (CORS, like Keycloak's
+        `+` web origins), cached for the same TTL."""
+        now = self._clock()
+        if self._origins is not None and self._origins[0] > now:
+            return self._origins[1]
+        async with database.session() as session:
+            uris = await clients_repo.enabled_redirect_uris(session)
+        found = frozenset(
+            f"{parts.scheme}://{parts.netloc}"
+            for parts in map(urlsplit, uris)
+            if parts.scheme in ("http", "https") and parts.netloc
+        )
+        self._origins = (now + self.ttl, found)
+        return found
+
     def invalidate(self, client_id: str | None = None) -> None:
+        self._origins = None
         if client_id is None:
             self._entries.clear()
         else:
@@ -314,7 +334,7 @@ def _validate(settings: Settings, client: Client) -> None:
     allowed = client.audiences if client.audiences is not None else settings.audience
     if client.default_audience is not None and client.default_audience not in allowed:
         refuse("default_audience must be one of the client's audiences")
-    for uri in client.redirect_uris:
+    for uri in (*client.redirect_uris, *(client.post_logout_redirect_uris or ())):
         _check_redirect_uri(uri)
     if client.access_token_ttl is not None and client.access_token_ttl > settings.access_token_ttl:
         limit = settings.access_token_ttl
@@ -395,6 +415,7 @@ async def create_client(
         default_audience=data.default_audience,
         admin_api=bool(data.admin_api),
         redirect_uris=list(dict.fromkeys(data.redirect_uris or [])),
+        post_logout_redirect_uris=list(dict.fromkeys(data.post_logout_redirect_uris or [])),
         jwks=data.jwks,
         jwks_uri=data.jwks_uri,
         access_token_ttl=data.access_token_ttl,
@@ -591,6 +612,7 @@ async def describe(session: AsyncSession, client: Client) -> ClientOut:
         default_audience=client.default_audience,
         admin_api=client.admin_api,
         redirect_uris=client.redirect_uris,
+        post_logout_redirect_uris=client.post_logout_redirect_uris or [],
         jwks=client.jwks,
         jwks_uri=client.jwks_uri,
         access_token_ttl=client.access_token_ttl,

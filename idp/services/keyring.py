@@ -59,12 +59,19 @@ class KeySet:
     records: tuple[KeyRecord, ...]
     _registry: JWSRegistry = field(repr=False)
 
-    def sign(self, claims: Mapping[str, Any], header_extra: Mapping[str, Any] | None = None) -> str:
-        """A compact JWS of `claims` by the active key; `alg`, `typ`, `kid` cannot be overridden."""
+    def sign(
+        self,
+        claims: Mapping[str, Any],
+        header_extra: Mapping[str, Any] | None = None,
+        *,
+        typ: str = ACCESS_TOKEN_TYPE,
+    ) -> str:
+        """A compact JWS of `claims` by the active key; `alg`, `typ`, `kid` cannot be overridden
+        (`typ` is an access token's unless an ID token's `JWT` is asked for)."""
         header = {
             **(header_extra or {}),
             "alg": self.active_alg,
-            "typ": ACCESS_TOKEN_TYPE,
+            "typ": typ,
             "kid": self.active_kid,
         }
         return jwt.encode(header, dict(claims), self.active_key, registry=self._registry)

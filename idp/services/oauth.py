@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
@@ -29,6 +30,7 @@ from idp.repository import roles as roles_repo
 from idp.repository import users as users_repo
 from idp.schemas.oauth import IntrospectionResponse, TokenResponse
 from idp.services import authentication, refresh_tokens
+from idp.services import oidc as oidc_service
 from idp.services.clients import (
     CLIENT_SUBJECT_PREFIX,
     RegisteredClient,
@@ -227,6 +229,12 @@ async def _rotate(
         sid=str(family.id),
         refresh_token=issued.token,
         now=now,
+        oidc=None
+        if family.auth_time is None
+        else OidcContext(
+            auth_time=family.auth_time,
+            sid=str(family.browser_session_id) if family.browser_session_id else None,
+        ),
     )
 
 
@@ -240,12 +248,14 @@ async def _token_response(
     grant: str,
     scope: str | None,
     sid: str,
-    refresh_token: str,
+    refresh_token: str | None,
     now: datetime,
     audience: list[str],
     roles: list[str] | None = None,
+    oidc: OidcContext | None = None,
 ) -> TokenResponse:
-    """The access token with the user's current roles (looked up unless already known)."""
+    """The access token with the user's current roles (looked up unless already known), and
+    an ID token when the session is an OpenID Connect one (`oidc`) with the openid scope."""
     if roles is None:
         roles = await roles_repo.role_names_of(session, user.id)
     access = issue_access_token(
@@ -263,12 +273,104 @@ async def _token_response(
         now=now,
     )
     metrics.count_issued(grant, client.id)
+    id_token = None
+    if oidc is not None and "openid" in (scope or "").split():
+        id_token = oidc_service.issue_id_token(
+            keyset,
+            settings,
+            user,
+            client=client,
+            scope=scope,
+            auth_time=oidc.auth_time,
+            sid=oidc.sid,
+            nonce=oidc.nonce,
+            access_token=access.token,
+            now=now,
+        )
     return TokenResponse(
         access_token=access.token,
         expires_in=access.expires_in,
         refresh_token=refresh_token,
         scope=scope,
+        id_token=id_token,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class OidcContext:
+    """What an ID token needs beyond the access token: the browser session's."""
+
+    auth_time: datetime
+    sid: str | None
+    nonce: str | None = None
+
+
+async def code_grant(
+    database: Database,
+    settings: Settings,
+    keyset: KeySet,
+    client: RegisteredClient,
+    *,
+    code: str,
+    redirect_uri: str | None,
+    code_verifier: str | None,
+    now: datetime,
+) -> TokenResponse:
+    """RFC 6749 section 4.1.3 with PKCE: redeem the code, start a refresh-token family tied to
+    the browser session, and issue the tokens (an ID token with the openid scope). A code
+    presented again is `invalid_grant`, and the session its first use started ends."""
+    ensure_grant_allowed(client, "authorization_code")
+    try:
+        async with database.session() as session:
+            grant = await oidc_service.redeem_code(
+                session,
+                client,
+                code=code,
+                redirect_uri=redirect_uri,
+                code_verifier=code_verifier,
+                now=now,
+            )
+            found = await users_repo.get_with_role_names(session, grant.user_id)
+            if found is None or not found[0].is_active:
+                raise InvalidGrantError()
+            user, roles = found
+            issued = await refresh_tokens.start_family(
+                session,
+                settings,
+                user_id=user.id,
+                client_id=client.id,
+                scope=grant.scope,
+                audience=grant.audience,
+                now=now,
+                ttl=client.refresh_ttl(settings),
+                browser_session_id=grant.browser_session_id,
+                auth_time=grant.auth_time,
+            )
+            await oidc_service.link_family(session, grant, issued.family.id)
+            return await _token_response(
+                session,
+                settings,
+                keyset,
+                user,
+                roles=roles,
+                client=client,
+                grant="authorization_code",
+                scope=grant.scope,
+                audience=grant.audience,
+                sid=str(issued.family.id),
+                refresh_token=issued.token if "refresh_token" in client.grant_types else None,
+                now=now,
+                oidc=OidcContext(
+                    auth_time=grant.auth_time,
+                    sid=str(grant.browser_session_id),
+                    nonce=grant.nonce,
+                ),
+            )
+    except oidc_service.ReusedCodeError as reused:
+        if reused.family_id is not None:
+            async with database.session() as session:
+                await refresh_tokens.revoke_family(session, reused.family_id, now=now)
+        raise InvalidGrantError() from None
 
 
 # Revocation and introspection ------------------------------------------------------------

@@ -103,6 +103,8 @@ async def start_family(
     now: datetime,
     audience: list[str] | None = None,
     ttl: int | None = None,
+    browser_session_id: uuid.UUID | None = None,
+    auth_time: datetime | None = None,
 ) -> IssuedRefreshToken:
     """A new login session and its first refresh token; `audience` stays the session's.
     `ttl` (the client's) may shorten IDP_REFRESH_TOKEN_TTL."""
@@ -113,6 +115,8 @@ async def start_family(
         client_id=client_id,
         scope=scope,
         audience=audience,
+        browser_session_id=browser_session_id,
+        auth_time=auth_time,
         created_at=now,
         expires_at=expires_at,
         idle_expires_at=min(now + timedelta(seconds=settings.refresh_token_idle_ttl), expires_at),
