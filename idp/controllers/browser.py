@@ -48,6 +48,7 @@ MAX_FORM_BYTES: Final = 16_384
 # The form fields of our own pages, never part of the authorization request they carry.
 _PAGE_FIELDS: Final = frozenset({"csrf", "username", "password", "decision"})
 LOGIN_FAILED: Final = "Invalid username or password."
+PAGE_REFERRER_POLICY: Final = "same-origin"
 
 
 def _secure(settings: Settings) -> bool:
@@ -97,6 +98,9 @@ def _page(
     response = HTMLResponse(html, status_code=status)
     response.headers["Content-Security-Policy"] = _policy(settings, request)
     response.headers["Cache-Control"] = "no-store"
+    # Not the API's no-referrer: under it a browser sends `Origin: null` with the page's own
+    # form POST, which the CSRF check refuses. Other origins still get no Referer.
+    response.headers["Referrer-Policy"] = PAGE_REFERRER_POLICY
     if csrf is not None:
         _set_cookie(response, settings, "csrf", csrf, max_age=3600)
     return response
