@@ -8,7 +8,10 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,8 @@ import jwt
 import pytest
 
 from tests.helpers import PASSWORD
-from tests.live import ROOT, LiveServer, live_server
+from tests.live import ROOT, LiveServer, free_port, live_server
+from tests.test_docs_browser import chromium_path
 
 pytestmark = pytest.mark.slow  # starts `idp serve` processes
 
@@ -167,3 +171,116 @@ def test_discovery_document_and_id_token_signature(server: LiveServer) -> None:
         tampered = f"{head}.{other.split('.')[1]}.{signature}"  # another payload, same signature
         with pytest.raises(jwt.InvalidSignatureError):
             jwt.decode(tampered, public.key, algorithms=[header["alg"]], audience=CLIENT_ID)
+
+
+# oidc-client-ts in a single-page app, in Chromium ---------------------------------------------
+
+
+@contextmanager
+def spa_server(issuer: str) -> Iterator[str]:
+    """tests/spa on a local origin of its own: index.html for every page path, the
+    oidc-client-ts browser bundle, and a config.js naming the issuer and client."""
+    folder = node_project(SPA)
+    bundle = folder / "node_modules/oidc-client-ts/dist/browser/oidc-client-ts.min.js"
+    config = {"issuer": issuer, "clientId": CLIENT_ID}
+    files = {
+        "/app.js": ((folder / "app.js").read_bytes(), "text/javascript"),
+        "/oidc-client-ts.min.js": (
+            bundle.read_bytes(),
+            "text/javascript",
+        ),
+        "/config.js": (
+            f"window.IDP_CONFIG = {json.dumps(config)};".encode(),
+            "text/javascript",
+        ),
+    }
+    page = (folder / "index.html").read_bytes(), "text/html; charset=utf-8"
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?")[0]
+            body, media_type = files.get(path) or page
+            self.send_response(200)
+            self.send_header("Content-Type", media_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Cache-Control", "no-store")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(10)
+
+
+def test_single_page_app_signs_in_and_out_with_oidc_client_ts(server: LiveServer) -> None:
+    executable = chromium_path()
+    from playwright.sync_api import Route, sync_playwright
+
+    with spa_server(server.url) as app:
+        register_web_app(server, [f"{app}/callback"], [f"{app}/signed-out"])
+        outside: list[str] = []
+        problems: list[str] = []
+
+        def only_local(route: Route) -> None:
+            url = route.request.url
+            if url.startswith((server.url + "/", app + "/")):
+                route.continue_()
+            else:
+                outside.append(url)
+                route.abort("internetdisconnected")
+
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(
+                executable_path=executable,
+                args=["--no-sandbox", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1"],
+            )
+            try:
+                context = browser.new_context()
+                context.route("**/*", only_local)
+                page = context.new_page()
+                page.on("pageerror", lambda error: problems.append(str(error)))
+                page.on(
+                    "console",
+                    lambda m: problems.append(m.text) if m.type == "error" else None,
+                )
+                page.goto(app + "/", wait_until="load")
+                page.wait_for_selector("#status:has-text('anonymous')", timeout=20_000)
+
+                page.click("#signin")  # to the hosted login page
+                page.wait_for_url(server.url + "/authorize?*", timeout=20_000)
+                page.fill("input#username", "alice")
+                page.fill("input#password", PASSWORD)
+                page.click("button[type=submit]")
+                page.wait_for_selector("#status:has-text('signed in')", timeout=20_000)
+                assert page.url == app + "/"
+                assert page.text_content("#username") == "alice"
+                sub = page.text_content("#sub")
+                assert sub
+                userinfo = json.loads(page.text_content("#userinfo") or "")  # CORS allowed it
+                assert userinfo["sub"] == sub
+                assert userinfo["preferred_username"] == "alice"
+                assert userinfo["email"] == "a@example.com"
+                assert [c["name"] for c in context.cookies(server.url)].count("idp_session") == 1
+
+                page.click("#signout")  # id_token_hint: no confirmation page
+                page.wait_for_selector("#status:has-text('signed out')", timeout=20_000)
+                assert page.url.startswith(app + "/signed-out")
+                assert "idp_session" not in [c["name"] for c in context.cookies(server.url)]
+
+                page.click("#silent")  # prompt=none: the session is gone
+                page.wait_for_selector("#status:has-text('failed')", timeout=20_000)
+                assert page.text_content("#error") == "login_required"
+            finally:
+                browser.close()
+
+    assert outside == []
+    assert problems == []
