@@ -52,7 +52,11 @@ def server(e2e_database: str, tmp_path: Path) -> Iterator[LiveServer]:
 
 
 def register_web_app(
-    server: LiveServer, redirect_uris: list[str], post_logout: list[str] | None = None
+    server: LiveServer,
+    redirect_uris: list[str],
+    post_logout: list[str] | None = None,
+    *,
+    first_party: bool = True,
 ) -> None:
     server.register_client(
         CLIENT_ID,
@@ -61,7 +65,7 @@ def register_web_app(
         scopes=SCOPES,
         redirect_uris=redirect_uris,
         post_logout_redirect_uris=post_logout or [],
-        first_party=True,
+        first_party=first_party,
     )
 
 
@@ -221,12 +225,17 @@ def spa_server(issuer: str) -> Iterator[str]:
         thread.join(10)
 
 
-def test_single_page_app_signs_in_and_out_with_oidc_client_ts(server: LiveServer) -> None:
+@pytest.mark.parametrize("first_party", [True, False], ids=["first-party", "with-consent"])
+def test_single_page_app_signs_in_and_out_with_oidc_client_ts(
+    server: LiveServer, first_party: bool
+) -> None:
     executable = chromium_path()
     from playwright.sync_api import Route, sync_playwright
 
     with spa_server(server.url) as app:
-        register_web_app(server, [f"{app}/callback"], [f"{app}/signed-out"])
+        register_web_app(
+            server, [f"{app}/callback"], [f"{app}/signed-out"], first_party=first_party
+        )
         outside: list[str] = []
         problems: list[str] = []
 
@@ -260,6 +269,9 @@ def test_single_page_app_signs_in_and_out_with_oidc_client_ts(server: LiveServer
                 page.fill("input#username", "alice")
                 page.fill("input#password", PASSWORD)
                 page.click("button[type=submit]")
+                if not first_party:  # the consent page's form, POSTed by the browser too
+                    page.wait_for_selector("button[value=allow]", timeout=20_000)
+                    page.click("button[value=allow]")
                 page.wait_for_selector("#status:has-text('signed in')", timeout=20_000)
                 assert page.url == app + "/"
                 assert page.text_content("#username") == "alice"
