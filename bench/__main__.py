@@ -15,6 +15,7 @@ from bench import admin, login, refresh, verify
 from bench.common import Report, Sizes, bench_server
 
 ROOT = Path(__file__).resolve().parent.parent
+GROUPS = ("verify", "login", "admin", "refresh")
 
 
 def machine() -> str:
@@ -102,25 +103,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument(
+        "--only",
+        type=lambda value: set(value.split(",")),
+        default=None,
+        help=f"comma-separated subset of {','.join(GROUPS)}; prints the rows, writes no file",
+    )
     args = parser.parse_args()
+    if args.only is not None and not args.only <= set(GROUPS):
+        parser.error(f"--only takes names from {', '.join(GROUPS)}")
+    wanted = GROUPS if args.only is None else args.only
     sizes = Sizes.quick() if args.quick else Sizes()
     report = Report()
     with tempfile.TemporaryDirectory(prefix="idp-bench-") as tmp:
         workdir = Path(tmp)
-        with bench_server(workdir, rounds=sizes.bcrypt_rounds) as server:
-            print(f"server {server.url} (pid {server.process.pid})", flush=True)
-            users = asyncio.run(admin.create_users(server, sizes.admin_users))
-            verify.run_sync(report, sizes, server, workdir / "keys")
-            asyncio.run(login.run(report, sizes, server, users))
-            asyncio.run(admin.run(report, sizes, server, workdir))
-            login.memory(report, server)
-        # Refresh grants use every core: a server with one worker process per vCPU.
-        cores = os.cpu_count() or 1
-        with bench_server(workdir / "multi", rounds=4, workers=cores) as server:
-            refresh.run(report, sizes, server)
+        if wanted & {"verify", "login", "admin"}:
+            with bench_server(workdir, rounds=sizes.bcrypt_rounds) as server:
+                print(f"server {server.url} (pid {server.process.pid})", flush=True)
+                users = asyncio.run(admin.create_users(server, sizes.admin_users))
+                if "verify" in wanted:
+                    verify.run_sync(report, sizes, server, workdir / "keys")
+                if "login" in wanted:
+                    asyncio.run(login.run(report, sizes, server, users))
+                if "admin" in wanted:
+                    asyncio.run(admin.run(report, sizes, server, workdir))
+                if "login" in wanted:
+                    login.memory(report, server)
+        if "refresh" in wanted:
+            # Refresh grants use every core: a server with one worker process per vCPU.
+            cores = os.cpu_count() or 1
+            with bench_server(workdir / "multi", rounds=4, workers=cores) as server:
+                refresh.run(report, sizes, server)
     text = markdown(report, sizes, args.quick)
     print()
     print(text)
+    if args.only is not None:
+        return  # a partial table would replace the full one
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
 
