@@ -19,7 +19,6 @@ from idp.configuration.exceptions import InvalidGrantError, InvalidScopeError, I
 from idp.configuration.settings import Settings
 from idp.models import User
 from idp.repository import roles as roles_repo
-from idp.repository import users as users_repo
 from idp.schemas.oauth import IntrospectionResponse, TokenResponse
 from idp.services import authentication, refresh_tokens
 from idp.services.keyring import KeySet
@@ -132,22 +131,28 @@ async def _rotate(
     if any(value not in settings.own_audiences for value in granted):
         raise InvalidGrantError()
     audience = select_audience(settings, resources, within=granted)
-    found = await users_repo.get_with_role_names(session, family.user_id)
-    if found is None or not found[0].is_active:
+    user = issued.user  # read with its roles in the rotation's statement
+    if not user.is_active:
         raise InvalidGrantError()
-    user, roles = found
-    return await _token_response(
-        session,
-        settings,
+    granted_scope = requested or family.scope
+    access = issue_access_token(
         keyset,
-        user,
-        roles=roles,
+        settings,
+        subject=str(user.id),
+        username=user.username,
+        email=user.email,
+        roles=issued.roles,
         client_id=family.client_id,
-        scope=requested or family.scope,
-        audience=audience,
+        scope=granted_scope,
         sid=str(family.id),
-        refresh_token=issued.token,
+        audience=audience,
         now=now,
+    )
+    return TokenResponse(
+        access_token=access.token,
+        expires_in=access.expires_in,
+        refresh_token=issued.token,
+        scope=granted_scope,
     )
 
 
