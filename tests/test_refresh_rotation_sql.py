@@ -67,7 +67,12 @@ async def _family(
 
 
 async def _rotate(
-    session: AsyncSession, token: str, *, now: datetime = NOW, client_id: str | None = None
+    session: AsyncSession,
+    token: str,
+    *,
+    now: datetime = NOW,
+    client_id: str | None = None,
+    own_audiences: tuple[str, ...] = ("api",),
 ) -> refresh_repo.Rotation | refresh_repo.FamilyRevokedMeanwhile | None:
     return await refresh_repo.rotate(
         session,
@@ -75,6 +80,7 @@ async def _rotate(
         refresh_tokens.hash_token("successor"),
         now=now,
         idle_expires_at=now + IDLE,
+        own_audiences=own_audiences,
         client_id=client_id,
     )
 
@@ -165,18 +171,54 @@ async def test_a_dead_token_changes_nothing(
     assert await _rotate(session, "unknown", now=now) is None
 
 
+@pytest.mark.parametrize("case", ["inactive user", "audience no longer configured"])
+async def test_postgresql_refuses_what_the_grant_would_refuse_without_consuming(
+    session: AsyncSession, settings: Settings, case: str
+) -> None:
+    """So that a rotation may commit by itself: the grant's own later checks then never fail."""
+    issued, user_id = await _family(session, settings)
+    own: tuple[str, ...] = ("api", "admin")
+    if case == "inactive user":
+        await session.execute(
+            text("UPDATE users SET is_active = false WHERE id = :id"), {"id": user_id}
+        )
+    else:
+        await session.execute(
+            update(RefreshFamily)
+            .where(RefreshFamily.id == issued.family.id)
+            .values(audience=["api", "retired"])
+        )
+    before = await _tokens_of(session, issued.family.id)
+    assert await _rotate(session, issued.token, own_audiences=own) is None
+    assert await _tokens_of(session, issued.family.id) == before
+
+
+@pytest.mark.parametrize("audience", [None, [], ["api"], ["api", "admin"]])
+async def test_postgresql_accepts_configured_or_default_audiences(
+    session: AsyncSession, settings: Settings, audience: list[str] | None
+) -> None:
+    issued, _ = await _family(session, settings)
+    await session.execute(
+        update(RefreshFamily).where(RefreshFamily.id == issued.family.id).values(audience=audience)
+    )
+    rotation = await _rotate(session, issued.token, own_audiences=("api", "admin"))
+    assert isinstance(rotation, refresh_repo.Rotation)
+    assert (rotation.family.audience or None) == (audience or None)
+
+
 async def test_the_owning_client_may_rotate(any_session: tuple[AsyncSession, Settings]) -> None:
     session, settings = any_session
     issued, _ = await _family(session, settings)
     assert isinstance(await _rotate(session, issued.token, client_id="app"), refresh_repo.Rotation)
 
 
+@pytest.mark.parametrize("final", [False, True])
 async def test_a_revocation_committed_while_the_rotation_waits_is_seen(
-    e2e_database: str, tmp_path: Path
+    e2e_database: str, tmp_path: Path, final: bool
 ) -> None:
-    """The family row is locked by an uncommitted revocation: the rotation consumes the token,
-    waits for the lock, sees the revocation and refuses with `invalid_grant` (not reuse), and
-    its rollback leaves the token unconsumed in a revoked family."""
+    """The family row is locked by an uncommitted revocation: the rotation waits for the lock,
+    sees the revocation and refuses with `invalid_grant` (not reuse), leaving the token
+    unconsumed in a revoked family, whether it would have committed by itself or not."""
     settings = make_settings(e2e_database, tmp_path)
     database = Database(settings)
     try:
@@ -192,7 +234,7 @@ async def test_a_revocation_committed_while_the_rotation_waits_is_seen(
             async def refresh() -> None:
                 async with database.session() as session:
                     await refresh_tokens.rotate(
-                        session, settings, issued.token, client_id=None, now=NOW
+                        session, settings, issued.token, client_id=None, now=NOW, final=final
                     )
 
             task = asyncio.create_task(refresh())
@@ -213,5 +255,65 @@ async def test_a_revocation_committed_while_the_rotation_waits_is_seen(
             assert await _tokens_of(session, issued.family.id) == [
                 (refresh_tokens.hash_token(issued.token), False)
             ]
+    finally:
+        await database.dispose()
+
+
+@pytest.mark.parametrize("final", [True, False])
+async def test_a_final_rotation_commits_by_itself(
+    e2e_database: str, tmp_path: Path, final: bool
+) -> None:
+    """With nothing left to refuse, the rotation is visible to others before the unit of work
+    ends (no BEGIN or COMMIT); otherwise only once it commits."""
+    settings = make_settings(e2e_database, tmp_path)
+    database = Database(settings)
+    try:
+        async with database.session() as session:
+            issued, _ = await _family(session, settings)
+        old_hash = refresh_tokens.hash_token(issued.token)
+        async with database.session() as session:
+            rotated = await refresh_tokens.rotate(
+                session, settings, issued.token, client_id=None, now=NOW, final=final
+            )
+            async with database.engine.connect() as other:
+                consumed = await other.scalar(
+                    select(RefreshToken.consumed_at.is_not(None)).where(
+                        RefreshToken.token_hash == old_hash
+                    )
+                )
+            assert consumed is final
+        async with database.session() as session:
+            assert await _tokens_of(session, issued.family.id) == [
+                (old_hash, True),
+                (refresh_tokens.hash_token(rotated.token), False),
+            ]
+    finally:
+        await database.dispose()
+
+
+async def test_concurrent_final_rotations_of_one_token_are_reuse(
+    e2e_database: str, tmp_path: Path
+) -> None:
+    settings = make_settings(e2e_database, tmp_path)
+    database = Database(settings)
+    try:
+        async with database.session() as session:
+            issued, _ = await _family(session, settings)
+
+        async def refresh() -> str:
+            async with database.session() as session:
+                rotated = await refresh_tokens.rotate(
+                    session, settings, issued.token, client_id=None, now=NOW, final=True
+                )
+                return rotated.token
+
+        results = await asyncio.gather(*(refresh() for _ in range(5)), return_exceptions=True)
+        winners = [r for r in results if isinstance(r, str)]
+        assert len(winners) == 1
+        assert all(
+            isinstance(r, refresh_tokens.ReusedRefreshTokenError)
+            for r in results
+            if r not in winners
+        )
     finally:
         await database.dispose()

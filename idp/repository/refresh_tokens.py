@@ -4,9 +4,10 @@ Consumption is one conditional UPDATE: of N concurrent refreshes with one token,
 lets exactly one change `consumed_at` from NULL; the others match no row. On PostgreSQL the
 losers wait for the winner's row lock and then re-check the condition on the committed row.
 
-A refresh on PostgreSQL is one statement (`rotate`): consume, extend the family, insert the
-successor and read the user with their role names, in data-modifying CTEs. Elsewhere (SQLite)
-the same steps run as separate statements in the caller's transaction.
+A refresh on PostgreSQL is one statement (`rotate`): extend the family, consume the token,
+insert the successor and read the user with their role names, in data-modifying CTEs, and
+commits by itself when the caller has nothing left to refuse. Elsewhere (SQLite) the same
+steps run as separate statements in the caller's transaction.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from datetime import datetime
 from typing import Final
 
 from sqlalchemy import JSON, Uuid, bindparam, case, delete, insert, select, text, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.selectable import TextualSelect
 
 from idp.models import RefreshFamily, RefreshToken, User
@@ -62,39 +63,45 @@ class FamilyRevokedMeanwhile:
 
 REVOKED_MEANWHILE: Final = FamilyRevokedMeanwhile()
 
-# `consumed` is `consume` below; `fam` is `extend_family` (waiting for a concurrent
-# revocation's row lock and re-checking `revoked_at` on the committed row); `ins` inserts the
-# successor only if the family was extended. The outer query starts from `consumed` so that
-# "consumed, but the family was revoked meanwhile" (fam is empty) is told from "not consumed".
-# All CTEs see one snapshot; only RETURNING carries what they changed.
+# `fam` extends the family (as `extend_family`) of the presented token if the token is
+# unconsumed and the family live, its user active and its audience still configured; it locks
+# the family row first, so a revocation in progress is waited for and then seen (the row is
+# re-checked once the revocation commits). `consumed` then consumes the token (as `consume`)
+# only in a family `fam` extended: of concurrent refreshes with one token, the later ones wait
+# for the winner's lock on the token row and find it consumed. `ins` inserts the successor of
+# a consumed token. All CTEs see one snapshot; only RETURNING carries what they changed.
 _ROTATE_SQL: Final = """
-WITH consumed AS (
-    UPDATE refresh_tokens AS t SET consumed_at = :now
-    FROM refresh_families AS f
-    WHERE t.token_hash = :token_hash AND t.consumed_at IS NULL AND t.family_id = f.id
-      AND f.revoked_at IS NULL AND f.idle_expires_at > :now{client_filter}
-    RETURNING t.family_id
-), fam AS (
+WITH fam AS (
     UPDATE refresh_families AS f SET idle_expires_at = LEAST(f.expires_at, :idle_expires_at)
-    FROM consumed AS c
-    WHERE f.id = c.family_id AND f.revoked_at IS NULL
-    RETURNING f.id, f.user_id, f.client_id, f.scope, f.audience
+    FROM refresh_tokens AS t, users AS u
+    WHERE t.token_hash = :token_hash AND t.consumed_at IS NULL AND f.id = t.family_id
+      AND f.revoked_at IS NULL AND f.idle_expires_at > :now{client_filter}
+      AND u.id = f.user_id AND u.is_active
+      AND CASE WHEN json_typeof(f.audience) = 'array' THEN NOT EXISTS (
+          SELECT 1 FROM json_array_elements_text(f.audience) AS aud(value)
+          WHERE aud.value <> ALL (CAST(:own_audiences AS text[]))
+      ) ELSE true END
+    RETURNING f.id, f.user_id, f.client_id, f.scope, f.audience, u.username, u.email
+), consumed AS (
+    UPDATE refresh_tokens AS t SET consumed_at = :now
+    FROM fam
+    WHERE t.token_hash = :token_hash AND t.consumed_at IS NULL AND t.family_id = fam.id
+    RETURNING t.family_id
 ), ins AS (
     INSERT INTO refresh_tokens (id, family_id, token_hash, created_at)
-    SELECT CAST(:new_id AS uuid), fam.id, CAST(:new_hash AS varchar), CAST(:now AS timestamptz)
-    FROM fam
+    SELECT CAST(:new_id AS uuid), consumed.family_id, CAST(:new_hash AS varchar),
+           CAST(:now AS timestamptz)
+    FROM consumed
     RETURNING family_id
 )
-SELECT fam.id, fam.user_id, fam.client_id, fam.scope, fam.audience,
-       u.username, u.email, u.is_active,
+SELECT fam.id, fam.user_id, fam.client_id, fam.scope, fam.audience, fam.username, fam.email,
        ARRAY(
            SELECT r.name FROM user_roles AS ur JOIN roles AS r ON r.id = ur.role_id
-           WHERE ur.user_id = u.id ORDER BY r.name
+           WHERE ur.user_id = fam.user_id ORDER BY r.name
        ) AS roles
-FROM consumed
-LEFT JOIN fam ON fam.id = consumed.family_id
-LEFT JOIN ins ON ins.family_id = fam.id
-LEFT JOIN users AS u ON u.id = fam.user_id
+FROM fam
+JOIN consumed ON consumed.family_id = fam.id
+JOIN ins ON ins.family_id = fam.id
 """
 
 
@@ -122,16 +129,23 @@ async def rotate(
     *,
     now: datetime,
     idle_expires_at: datetime,
+    own_audiences: Sequence[str],
     client_id: str | None = None,
+    autocommit: bool = False,
 ) -> Rotation | FamilyRevokedMeanwhile | None:
     """Consume the token (as `consume`), extend its family (as `extend_family`), insert the
     successor `new_token_hash`, and read the family's user and role names.
 
     None when the token was not consumed (unknown, consumed already, family ended, another
-    client's); `REVOKED_MEANWHILE` when it was consumed but the family was revoked before it
-    could be extended (the caller rolls back).
+    client's; on PostgreSQL also: the user is inactive, or the family's audience is not among
+    `own_audiences`); `REVOKED_MEANWHILE` when it was consumed but the family was revoked
+    before it could be extended (the caller rolls back).
+
+    On PostgreSQL this is one statement. With `autocommit` (the caller will refuse nothing
+    afterwards) and a session of its own, it commits by itself: no BEGIN and COMMIT round trips.
     """
-    if session.get_bind().dialect.name != "postgresql":
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
         return await _rotate_step_by_step(
             session,
             token_hash,
@@ -144,6 +158,7 @@ async def rotate(
         "token_hash": token_hash,
         "now": now,
         "idle_expires_at": idle_expires_at,
+        "own_audiences": list(own_audiences),
         "new_id": uuid.uuid4(),
         "new_hash": new_token_hash,
     }
@@ -151,16 +166,18 @@ async def rotate(
     if client_id is not None:
         statement = _ROTATE_ONE_CLIENT
         params["client_id"] = client_id
-    connection = await session.connection()
+    if autocommit and isinstance(session.bind, AsyncEngine) and not session.in_transaction():
+        # The statement is atomic on its own; the session's commit is then a no-op.
+        connection = await session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+    else:
+        connection = await session.connection()
     row = (await connection.execute(statement, params)).one_or_none()
     if row is None:
         return None
-    family_id, user_id, client, scope, audience, username, email, is_active, roles = row
-    if family_id is None:
-        return REVOKED_MEANWHILE
+    family_id, user_id, client, scope, audience, username, email, roles = row
     return Rotation(
         FamilySnapshot(family_id, user_id, client, scope, audience),
-        TokenHolder(user_id, username, email, is_active),
+        TokenHolder(user_id, username, email, is_active=True),
         list(roles),
     )
 

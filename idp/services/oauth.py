@@ -121,8 +121,16 @@ async def _rotate(
     resources: list[str] | None,
 ) -> TokenResponse:
     requested = normalize_scope(scope)
+    # Without a scope or resource to check, nothing below refuses a rotation that succeeded
+    # (the rotation itself refuses inactive users and unconfigured audiences), so it may commit
+    # by itself.
     issued = await refresh_tokens.rotate(
-        session, settings, refresh_token, client_id=client_id, now=now
+        session,
+        settings,
+        refresh_token,
+        client_id=client_id,
+        now=now,
+        final=requested is None and not resources,
     )
     family = issued.family
     if requested is not None and not set(requested.split()) <= set((family.scope or "").split()):
