@@ -141,7 +141,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.only is not None and not args.only <= set(GROUPS):
         parser.error(f"--only takes names from {', '.join(GROUPS)}")
-    wanted = GROUPS if args.only is None else args.only
+    wanted = set(GROUPS) if args.only is None else args.only
     sizes = Sizes.quick() if args.quick else Sizes()
     report = Report()
     with tempfile.TemporaryDirectory(prefix="idp-bench-") as tmp:
