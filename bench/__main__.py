@@ -86,12 +86,15 @@ Measured with `bench/run --only refresh` (it prints rows 7a and 7b and leaves th
 alone), two runs each, on a machine other engineers' test runs share. Before (43d071c, load
 average about 1): 287 and 204 refreshes/s, 7b 0.04 and 0.03 (RSA signing measured in the same
 runs: 7,219 and 7,815/s). With the one statement and without pre-ping (cb36bf9, load about 4):
-463 and 465, 7b 0.09 and 0.09 (5,321 and 5,408/s). Finally (load average 7 to 8): 325 and 257,
-7b 0.09 and 0.09 (3,509 and 2,844/s): the machine was giving more than half its CPU to others,
-so 7b, the ratio to the signing rate measured alongside, is the fairer comparison: 2.5 times
-better. CPU time per refresh (utime + stime of the server's workers and of PostgreSQL's
-processes over a 10 s wrk run, same load, interleaved runs): before 8.6 and 10.6 ms in the
-server plus 1.3 and 1.6 ms in PostgreSQL, after 2.8 and 3.3 ms plus 0.9 and 1.3 ms.
+463 and 465, 7b 0.09 and 0.09 (5,321 and 5,408/s). Finally, two pairs of runs: 325 and 257
+at a load average of 7 to 8 (7b 0.09 and 0.09; 3,509 and 2,844/s), 357 and 504 at 5 to 6 (7b
+0.07 and 0.10; 4,892 and 5,126/s); median 341 refreshes/s, 1.42 times Keycloak's figure, best
+504, 2.10 times. The machine was giving a third to a half of its CPU to others during these,
+so 7b, the ratio to the signing rate measured alongside, is the fairer comparison: median 0.09
+against 0.035, 2.5 times better. CPU time per refresh (utime + stime of the server's workers
+and of PostgreSQL's processes over a 10 s wrk run, at a load average of 8 to 9, interleaved
+runs): before 8.6 and 10.6 ms in the server plus 1.3 and 1.6 ms in PostgreSQL, after 2.8 and
+3.3 ms plus 0.9 and 1.3 ms.
 
 What remains: at about 3 ms of server CPU and 1 ms of PostgreSQL CPU per refresh, two vCPUs
 that also run wrk can give about 420 to 520 refreshes/s (1.8 to 2.2 times Keycloak's 120 per
