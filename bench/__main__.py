@@ -83,7 +83,7 @@ What was ours, and was changed:
   (`configuration/http_protocol.py`: 431 past twice IDP_MAX_HEADER_SIZE).
 
 Measured with `bench/run --only refresh` (it prints rows 7a and 7b and leaves this file
-alone), two runs each, on a machine other engineers' test runs share. Before (43d071c, load
+alone), two runs or more each, on a machine other engineers' test runs share. Before (43d071c, load
 average about 1): 287 and 204 refreshes/s, 7b 0.04 and 0.03 (RSA signing measured in the same
 runs: 7,219 and 7,815/s). With the one statement and without pre-ping (cb36bf9, load about 4):
 463 and 465, 7b 0.09 and 0.09 (5,321 and 5,408/s). Finally, two pairs of runs: 325 and 257
@@ -96,8 +96,9 @@ and of PostgreSQL's processes over a 10 s wrk run, at a load average of 8 to 9, 
 runs): before 8.6 and 10.6 ms in the server plus 1.3 and 1.6 ms in PostgreSQL, after 2.8 and
 3.3 ms plus 0.9 and 1.3 ms.
 
-What remains: at about 3 ms of server CPU and 1 ms of PostgreSQL CPU per refresh, two vCPUs
-that also run wrk can give about 420 to 520 refreshes/s (1.8 to 2.2 times Keycloak's 120 per
+What remains: at about 3 ms of server CPU and 1 ms of PostgreSQL CPU per refresh (measured
+under that load, which inflates both; an idle machine does better), two vCPUs that also run
+wrk can give about 420 to 520 refreshes/s (1.8 to 2.2 times Keycloak's 120 per
 vCPU), not the 960/s that 4 times needs: that needs under 2.1 ms of CPU per refresh for the
 server, PostgreSQL and wrk together, and PostgreSQL's share alone is about half that. Of the
 server's remaining time, the RSA signature is about 0.3 ms; FastAPI's dependency solving and
