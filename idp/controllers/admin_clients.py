@@ -42,10 +42,6 @@ router = APIRouter(
 ClientIdParam = Annotated[str, Path(max_length=100, pattern=CLIENT_ID_PATTERN)]
 RoleNameParam = Annotated[str, Path(max_length=100, pattern=ROLE_NAME_PATTERN)]
 
-# One day: long enough to roll a deployment over to the new secret; 0 after a leak.
-DEFAULT_OVERLAP: Final = 86_400
-MAX_OVERLAP: Final = 30 * 86_400
-
 Responses = dict[int | str, dict[str, Any]]
 NOT_FOUND: Final[Responses] = {404: {"description": "No such client (or role)"}}
 BUILT_IN: Final[Responses] = {
@@ -156,11 +152,11 @@ async def rotate_secret(
         int,
         Query(
             ge=0,
-            le=MAX_OVERLAP,
+            le=clients_service.MAX_SECRET_OVERLAP,
             description="Seconds the client's current secrets keep working (default one "
             "day, to roll deployments over); 0 ends them now, after a leak.",
         ),
-    ] = DEFAULT_OVERLAP,
+    ] = clients_service.DEFAULT_SECRET_OVERLAP,
 ) -> SecretRotated:
     """A new secret, shown this once; the previous ones stop working after `overlap`."""
     secret, until = await clients_service.rotate_secret(

@@ -71,6 +71,9 @@ SECRET_METHODS: Final = frozenset({"client_secret_basic", "client_secret_post"})
 SUPPORTED_GRANTS: Final = ("client_credentials", "password", "refresh_token")
 # Seeded by the migration: the password login and the docs page's Authorize button use it.
 BUILTIN_CLIENT_ID: Final = "idp"
+# A rotation's default: a day to roll deployments over to the new secret (0 after a leak).
+DEFAULT_SECRET_OVERLAP: Final = 86_400
+MAX_SECRET_OVERLAP: Final = 30 * 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -540,8 +543,8 @@ async def rotate_secret(
             f"client {client_id!r} authenticates with {client.token_endpoint_auth_method}, "
             "not a secret"
         )
-    if overlap < 0:
-        raise ValidationFailedError("overlap must be at least 0 seconds")
+    if not 0 <= overlap <= MAX_SECRET_OVERLAP:
+        raise ValidationFailedError(f"overlap must be 0 to {MAX_SECRET_OVERLAP} seconds")
     await clients_repo.delete_expired_secrets(session, client_id, now=now)
     secret, fresh = await _add_secret(session, client_id, pepper, now)
     until = now + timedelta(seconds=overlap)
