@@ -98,11 +98,11 @@ async def get_client(
 
 @router.patch("/{client_id}", response_model=ClientOut, responses={**NOT_FOUND, **BUILT_IN})
 async def update_client(
+    changes: ClientChangesDep,
     client_id: ClientIdParam,
     data: ClientUpdate,
     actor: ClientsWrite,
     session: SessionDep,
-    changes: ClientChangesDep,
     settings: SettingsDep,
     clock: ClockDep,
 ) -> ClientOut:
