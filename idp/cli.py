@@ -845,3 +845,9 @@ def keys_prune() -> None:
 def main() -> None:  # pragma: no cover - console entry point
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app()
+
+
+# clients: in a module of their own, which uses the helpers above (hence imported last).
+from idp.cli_clients import clients_app  # noqa: E402
+
+app.add_typer(clients_app, name="clients")
