@@ -648,3 +648,18 @@ async def test_the_built_in_client_comes_from_the_migration(session: AsyncSessio
     assert found.client_type == "public"
     assert found.grant_types == ["password", "refresh_token"]
     assert found.admin_api and found.first_party
+
+
+async def test_basic_with_an_empty_secret_names_a_public_client(
+    client: AsyncClient, session: AsyncSession, settings: Settings
+) -> None:
+    """Swagger UI's password flow sends `Authorization: Basic base64("idp:")`."""
+    await make_user(session, settings)
+    data = {"grant_type": "password", "username": "alice", "password": PASSWORD}
+    ok = await client.post("/token", data=data, headers=basic("idp", ""))
+    assert ok.status_code == 200, ok.text
+    secret = await make_client(session, settings, "backend", client_type="confidential")
+    assert secret is not None
+    refused = await client.post("/token", data=data, headers=basic("backend", ""))
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"].startswith("Basic")

@@ -71,10 +71,8 @@ class ClientCredentials:
     client_id: str | None
     secret: str | None = None
     assertion: str | None = None
-
-    @property
-    def basic(self) -> bool:
-        return self.method == "client_secret_basic"
+    # Sent in an Authorization: Basic header (a failure then carries the Basic challenge).
+    basic: bool = False
 
 
 def credentials_from(authorization: str | None, form: Mapping[str, str]) -> ClientCredentials:
@@ -103,7 +101,11 @@ def credentials_from(authorization: str | None, form: Mapping[str, str]) -> Clie
         basic_id, secret = _parse_basic(authorization[6:].strip())
         if client_id is not None and client_id != basic_id:
             raise InvalidRequestError("client_id differs from the Basic credentials")
-        return ClientCredentials(method, basic_id, secret=secret)
+        if not secret:
+            # Swagger UI and other tools send `id:` for a public client: an identification,
+            # not a credential; only a client registered for `none` passes with it.
+            return ClientCredentials("none", basic_id, basic=True)
+        return ClientCredentials(method, basic_id, secret=secret, basic=True)
     if method == "client_secret_post":
         return ClientCredentials(method, client_id, secret=form.get("client_secret", ""))
     if form.get("client_assertion_type") != ASSERTION_TYPE:
@@ -177,7 +179,10 @@ class ClientAuthenticator:
         if credentials.method == "none":
             if credentials.client_id is None:
                 return None
-            return await self.public_client(credentials.client_id)
+            try:
+                return await self.public_client(credentials.client_id)
+            except InvalidClientError:
+                raise InvalidClientError(basic=credentials.basic) from None
         retry_after = self.failures.exhausted(address)
         if retry_after is not None:
             raise TooManyRequestsError(

@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import Any, Final
+from typing import Any, Final, Protocol
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -64,6 +64,19 @@ _VERIFIER = re.compile(r"^[A-Za-z0-9._~-]{43,128}$")
 _CHALLENGE = re.compile(r"^[A-Za-z0-9_-]{43}$")
 _LOOPBACK_HOSTS: Final = frozenset({"127.0.0.1", "::1", "localhost"})
 PROMPTS: Final = frozenset({"none", "login", "consent"})
+
+
+class Person(Protocol):
+    """What ID tokens and userinfo say of a user (a `User`, or the refresh's snapshot)."""
+
+    @property
+    def id(self) -> uuid.UUID: ...
+    @property
+    def username(self) -> str: ...
+    @property
+    def email(self) -> str: ...
+    @property
+    def updated_at(self) -> datetime: ...
 
 
 class UnsafeRequestError(IdpError):
@@ -359,7 +372,7 @@ def s256(verifier: str) -> str:
 def issue_id_token(
     keyset: KeySet,
     settings: Settings,
-    user: User,
+    user: Person,
     *,
     client: RegisteredClient,
     scope: str | None,
@@ -396,7 +409,7 @@ def _at_hash(access_token: str) -> str:
     return base64.urlsafe_b64encode(digest[: len(digest) // 2]).rstrip(b"=").decode("ascii")
 
 
-def profile_claims(user: User, scope: str | None) -> dict[str, Any]:
+def profile_claims(user: Person, scope: str | None) -> dict[str, Any]:
     """The standard claims the scope grants (OpenID Connect Core section 5.4)."""
     scopes = set((scope or "").split())
     claims: dict[str, Any] = {}
