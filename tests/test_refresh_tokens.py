@@ -69,8 +69,9 @@ async def alice(session: AsyncSession, settings: Settings) -> User:
 
 
 @pytest.fixture(autouse=True)
-async def public_clients(session: AsyncSession, settings: Settings) -> None:
-    """Registered public clients with the password grant: a token request names one."""
+async def public_clients(session: AsyncSession, settings: Settings, keyring: KeyRing) -> None:
+    """Registered public clients with the password grant: a token request names one. (The
+    key ring's fixture creates the keystore, where the secrets' pepper is.)"""
     for client_id in ("web", "mobile", "orders-web"):
         await make_client(session, settings, client_id, scopes=["orders:read", "profile", "a", "b"])
 
