@@ -489,14 +489,18 @@ def tokens_purge(
         ),
     ] = None,
 ) -> None:
-    """Delete ended (expired or revoked) sessions and their refresh tokens."""
+    """Delete ended (expired or revoked) sessions and their refresh tokens, and the ids of
+    expired client assertions."""
 
     async def work(database: Database, settings: Settings) -> refresh_tokens.PurgeResult:
         keep = settings.refresh_purge_retention if retention is None else retention
         return await refresh_tokens.purge(database, now=Clock().now(), retention=keep)
 
     result = run_with_database(work)
-    typer.echo(f"purged {result.families} ended session(s) and {result.tokens} refresh token(s)")
+    typer.echo(
+        f"purged {result.families} ended session(s) and {result.tokens} refresh token(s); "
+        f"{result.assertions} used client assertion(s)"
+    )
 
 
 # keys ----------------------------------------------------------------------------------------
