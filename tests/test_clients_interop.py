@@ -37,6 +37,7 @@ from idp.services import clients as clients_service
 from idp.services import roles as roles_service
 from idp.services.client_auth import ASSERTION_ALGORITHMS, ASSERTION_TYPE
 from idp.services.permissions import SYSTEM
+from idp_verifier import TokenVerifier
 from tests.helpers import hs256
 from tests.live import ROOT, LiveServer, database_named, execute_sync, live_server
 
@@ -313,6 +314,19 @@ async def test_authlib_scope_audience_and_roles(interop: Interop) -> None:
         bare = await oauth.fetch_token(interop.token_endpoint, grant_type="client_credentials")
         claims = _assert_client_token(interop, bare, "svc-basic", scope=None)
         assert claims["aud"] == AUDIENCE  # the client's default_audience
+
+
+async def test_the_verifier_library_tells_a_client_token(interop: Interop) -> None:
+    async with _oauth(interop, "svc-basic", "client_secret_basic") as oauth:
+        token = await oauth.fetch_token(
+            interop.token_endpoint, grant_type="client_credentials", scope="orders:read"
+        )
+    async with TokenVerifier(interop.server.url, AUDIENCE) as verifier:
+        claims = await verifier.verify(token["access_token"])
+    assert claims.is_client
+    assert claims.subject == "client:svc-basic"
+    assert claims.has_scope("orders:read")
+    assert claims.has_role("orders-service")
 
 
 async def test_authlib_refusals(interop: Interop) -> None:
