@@ -11,7 +11,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import admin, login, refresh, verify
+from bench import admin, client_credentials, login, refresh, verify
 from bench.common import Report, Sizes, bench_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -118,6 +118,7 @@ def main() -> None:
         cores = os.cpu_count() or 1
         with bench_server(workdir / "multi", rounds=4, workers=cores) as server:
             refresh.run(report, sizes, server)
+            client_credentials.run(report, sizes, server)
     text = markdown(report, sizes, args.quick)
     print()
     print(text)

@@ -5,16 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import json
 import logging
 import os
 import signal
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Iterator
-from datetime import datetime
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from datetime import datetime, timedelta
 from pathlib import Path
 from types import FrameType
-from typing import TYPE_CHECKING, Annotated, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from pydantic import BaseModel, ValidationError
@@ -41,6 +43,7 @@ from idp.services.permissions import SYSTEM, Actor
 
 if TYPE_CHECKING:  # Alembic is imported by the `db` commands only: start-up stays fast.
     from alembic.config import Config
+    from alembic.runtime.migration import MigrationInfo
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -76,7 +79,10 @@ def load_settings() -> Settings:
         return get_settings()
     except ValidationError as exc:
         problems = "; ".join(
-            f"IDP_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+            f"IDP_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}"
+            if e["loc"]
+            else e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
         )
         raise fail(f"invalid settings: {problems}") from None
 
@@ -141,6 +147,48 @@ def read_password(confirm: bool = True) -> str:
     if not line:
         raise fail("no password on standard input")
     return line.rstrip("\r\n")
+
+
+def progress(message: str) -> None:
+    """A step of a slow operation, on stderr: stdout stays the command's result."""
+    typer.echo(message, err=True)
+
+
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print a JSON array of objects instead of a table.")
+]
+YesOption = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")]
+
+
+def when(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
+
+
+def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    """Left-aligned columns as wide as their widest cell."""
+    table = [tuple(header), *(tuple(row) for row in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        typer.echo(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+
+
+def print_json(objects: Sequence[dict[str, Any]]) -> None:
+    """One JSON array; datetimes as ISO 8601 strings."""
+    typer.echo(json.dumps(list(objects), indent=2, default=_json_value))
+
+
+def _json_value(value: object) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)  # UUIDs, enum members
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask `question` unless --yes; anything but yes stops the command (exit 1)."""
+    if not yes and not typer.confirm(question, default=False):
+        raise fail("cancelled")
 
 
 # serve ---------------------------------------------------------------------------------------
@@ -234,6 +282,27 @@ def alembic_config() -> Config:
     return migrations.alembic_config(load_settings().database_url)
 
 
+def reporting_config() -> Config:
+    """Alembic's configuration for upgrade and downgrade: each revision applied is one line
+    on stderr (instead of Alembic's log lines), with the time it took."""
+    config = alembic_config()
+    config.attributes["configure_logging"] = False
+    started = time.monotonic()
+
+    def applied(*, step: MigrationInfo, **_: object) -> None:
+        nonlocal started
+        # On a downgrade too, `up_revision` is the revision the step removes.
+        doc = getattr(step.up_revision, "doc", "") or ""
+        verb = "applied" if step.is_upgrade else "reverted"
+        title = f": {doc}" if doc else ""
+        took = time.monotonic() - started
+        progress(f"{verb} {step.up_revision_id}{title} ({took:.1f} s)")
+        started = time.monotonic()
+
+    config.attributes["on_version_apply"] = [applied]
+    return config
+
+
 def run_alembic(action: Callable[[], None]) -> None:
     try:
         action()
@@ -248,7 +317,9 @@ def db_upgrade(revision: Annotated[str, typer.Argument()] = "head") -> None:
     """Migrate the database up to REVISION (default: head)."""
     from alembic import command
 
-    run_alembic(lambda: command.upgrade(alembic_config(), revision))
+    progress(f"==> migrating the database to {revision}")
+    run_alembic(lambda: command.upgrade(reporting_config(), revision))
+    progress("database up to date")
 
 
 @db_app.command("downgrade")
@@ -256,7 +327,8 @@ def db_downgrade(revision: str) -> None:
     """Migrate the database down to REVISION (`base` removes everything)."""
     from alembic import command
 
-    run_alembic(lambda: command.downgrade(alembic_config(), revision))
+    progress(f"==> migrating the database down to {revision}")
+    run_alembic(lambda: command.downgrade(reporting_config(), revision))
 
 
 @db_app.command("current")
@@ -291,22 +363,93 @@ def users_create(
 
 
 @users_app.command("list")
-def users_list() -> None:
-    """List users with their roles."""
+def users_list(
+    role: Annotated[str | None, typer.Option(help="Only holders of this role.")] = None,
+    active: Annotated[
+        bool | None,
+        typer.Option("--active/--disabled", help="Only active, or only disabled, users."),
+    ] = None,
+    locked: Annotated[
+        bool, typer.Option("--locked", help="Only users locked out now (account or address).")
+    ] = False,
+    search: Annotated[
+        str | None, typer.Option(help="Only users whose username or email contains this.")
+    ] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List users with their roles and lockouts: LOCKED shows until when the account is
+    locked, and how many client addresses are locked out of it."""
 
-    async def work(session: AsyncSession, _settings: Settings) -> None:
-        offset = 0
-        typer.echo(f"{'username':<24} {'email':<32} {'active':<6} roles")
+    async def work(session: AsyncSession, _settings: Settings) -> list[dict[str, Any]]:
+        now = Clock().now()
+        found: list[dict[str, Any]] = []
         while True:
-            page, total = await users_service.list_users(session, limit=500, offset=offset)
-            for user in page:
-                roles = ",".join(role.name for role in user.roles)
-                typer.echo(f"{user.username:<24} {user.email:<32} {user.is_active!s:<6} {roles}")
-            offset += len(page)
-            if not page or offset >= total:
-                break
+            page, total = await users_service.list_users(
+                session,
+                limit=500,
+                offset=len(found),
+                role=role,
+                active=active,
+                search=search,
+                locked_at=now if locked else None,
+            )
+            addresses = await lockout_service.locked_addresses(session, page, now)
+            found += [
+                {
+                    "id": user.id,
+                    "username": user.username,
+                    "email": user.email,
+                    "active": user.is_active,
+                    "roles": [r.name for r in user.roles],
+                    "locked_until": user.locked_until
+                    if user.locked_until and user.locked_until > now
+                    else None,
+                    "locked_addresses": addresses.get(user.id, 0),
+                    "created_at": user.created_at,
+                }
+                for user in page
+            ]
+            if not page or len(found) >= total:
+                return found
 
-    run_in_session(work)
+    users = run_in_session(work)
+    if as_json:
+        print_json(users)
+        return
+    print_table(
+        ("username", "email", "active", "locked", "roles"),
+        [
+            (
+                u["username"],
+                u["email"],
+                "yes" if u["active"] else "no",
+                lock_cell(u),
+                ",".join(u["roles"]),
+            )
+            for u in users
+        ],
+    )
+
+
+def lock_cell(user: dict[str, Any]) -> str:
+    """`until <time>`, `<n> address(es)`, both, or `-`."""
+    parts = [f"until {when(user['locked_until'])}"] if user["locked_until"] else []
+    if user["locked_addresses"]:
+        parts.append(f"{user['locked_addresses']} address(es)")
+    return ", ".join(parts) or "-"
+
+
+@users_app.command("delete")
+def users_delete(username: str, yes: YesOption = False) -> None:
+    """Delete a user, their roles and sessions; the last active admin cannot be deleted."""
+    confirm(f"Delete user {username!r}?", yes)
+
+    async def work(session: AsyncSession, _settings: Settings) -> str:
+        user = await users_service.get_by_username(session, username)
+        await users_service.delete_user(session, user, actor=SYSTEM)
+        return user.username
+
+    typer.echo(f"deleted user {run_in_session(work)}")
 
 
 def set_active(username: str, active: bool) -> None:
@@ -375,11 +518,12 @@ def users_ensure_admin(
 
 def bootstrap_admin(*, generate: bool, quiet: bool) -> None:
     settings = load_settings()
+    # Empty counts as unset: compose passes `${IDP_BOOTSTRAP_ADMIN_PASSWORD:-}`.
     password = (
         settings.bootstrap_admin_password.get_secret_value()
         if settings.bootstrap_admin_password
         else None
-    )
+    ) or None
     if password is None and not generate:
         if not quiet:
             typer.echo("no IDP_BOOTSTRAP_ADMIN_PASSWORD set; nothing to do (or use --generate)")
@@ -400,11 +544,13 @@ def bootstrap_admin(*, generate: bool, quiet: bool) -> None:
         if not quiet:
             typer.echo("an active admin account exists already")
     elif outcome:
-        # Shown once, on the operator's terminal; never logged.
+        # Shown once, on the operator's terminal (or the container's log); never logged. The
+        # frame makes it stand out among log lines, where colour is stripped.
+        frame = "=" * 72
         typer.secho(
-            f"\nCreated admin account {username!r} with password:\n\n    {outcome}\n\n"
+            f"\n{frame}\nCreated admin account {username!r} with password:\n\n    {outcome}\n\n"
             "It is shown only this once. Change it with `idp users set-password "
-            f"{username}`.\n",
+            f"{username}`.\n{frame}\n",
             fg=typer.colors.YELLOW,
             err=True,
         )
@@ -436,15 +582,43 @@ def roles_create(
 
 
 @roles_app.command("list")
-def roles_list() -> None:
+def roles_list(as_json: JsonOption = False) -> None:
     """List roles and their permissions."""
 
+    async def work(session: AsyncSession, _settings: Settings) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": role.name,
+                "description": role.description,
+                "permissions": [p.code for p in role.permissions],
+            }
+            for role in await roles_service.list_roles(session)
+        ]
+
+    roles = run_in_session(work)
+    if as_json:
+        print_json(roles)
+        return
+    print_table(
+        ("name", "permissions", "description"),
+        [(r["name"], ",".join(r["permissions"]), r["description"]) for r in roles],
+    )
+
+
+@roles_app.command("delete")
+def roles_delete(
+    name: str,
+    force: Annotated[bool, typer.Option(help="Also revoke it from every user holding it.")] = False,
+    yes: YesOption = False,
+) -> None:
+    """Delete a role; refused while users hold it unless --force, and always for `admin`."""
+    confirm(f"Delete role {name!r}{' and revoke it from its holders' if force else ''}?", yes)
+
     async def work(session: AsyncSession, _settings: Settings) -> None:
-        for role in await roles_service.list_roles(session):
-            codes = ",".join(p.code for p in role.permissions)
-            typer.echo(f"{role.name:<24} {codes}")
+        await roles_service.delete_role(session, name, force=force, actor=SYSTEM)
 
     run_in_session(work)
+    typer.echo(f"deleted role {name}")
 
 
 @roles_app.command("grant")
@@ -494,9 +668,13 @@ def tokens_purge(
 
     async def work(database: Database, settings: Settings) -> refresh_tokens.PurgeResult:
         keep = settings.refresh_purge_retention if retention is None else retention
-        return await refresh_tokens.purge(database, now=Clock().now(), retention=keep)
+        now = Clock().now()
+        progress(f"==> purging sessions that ended before {when(now - timedelta(seconds=keep))}")
+        return await refresh_tokens.purge(database, now=now, retention=keep)
 
+    started = time.monotonic()
     result = run_with_database(work)
+    progress(f"done in {time.monotonic() - started:.1f} s")
     typer.echo(
         f"purged {result.families} ended session(s) and {result.tokens} refresh token(s); "
         f"{result.assertions} used client assertion(s)"
@@ -506,9 +684,13 @@ def tokens_purge(
 # keys ----------------------------------------------------------------------------------------
 
 
-def run_keys(action: Callable[[KeyStore], T]) -> T:
+def run_keys(action: Callable[[KeyStore], T], *, report: bool = False) -> T:
+    """Run `action` on the keystore; with `report`, key generation is announced on stderr."""
     try:
-        return action(keystore_for(load_settings()))
+        store = keystore_for(load_settings())
+        if report:
+            store.progress = progress
+        return action(store)
     except IdpError as exc:
         raise fail(exc.message) from None
     except OSError as exc:
@@ -562,12 +744,26 @@ def audit_keys(record: Callable[[AsyncSession, Actor], Awaitable[None]]) -> None
         )
 
 
-def print_keys(records: list[KeyRecord]) -> None:
-    def when(value: datetime | None) -> str:
-        return value.strftime("%Y-%m-%d %H:%M:%SZ") if value else "-"
-
-    rows = [("kid", "alg", "state", "size", "created", "activated", "retired", "removable-after")]
-    rows += [
+def print_keys(records: list[KeyRecord], as_json: bool = False) -> None:
+    if as_json:
+        print_json(
+            [
+                {
+                    "kid": r.kid,
+                    "alg": r.alg,
+                    "state": r.state.value,
+                    "bits": r.bits,
+                    "created_at": r.created_at,
+                    "activated_at": r.activated_at,
+                    "retired_at": r.retired_at,
+                    "removable_after": r.removable_after,
+                }
+                for r in records
+            ]
+        )
+        return
+    header = ("kid", "alg", "state", "size", "created", "activated", "retired", "removable-after")
+    rows = [
         (
             r.kid,
             r.alg,
@@ -580,11 +776,7 @@ def print_keys(records: list[KeyRecord]) -> None:
         )
         for r in records
     ]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        typer.echo(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
+    print_table(header, rows)
 
 
 AlgOption = Annotated[
@@ -610,7 +802,7 @@ BitsOption = Annotated[
 @keys_app.command("init")
 def keys_init(alg: AlgOption = None, rsa_bits: BitsOption = None) -> None:
     """Create the keystore: an active key and a next one (no-op when they exist)."""
-    print_keys(run_keys(lambda store: store.init(alg, rsa_bits)))
+    print_keys(run_keys(lambda store: store.init(alg, rsa_bits), report=True))
 
 
 @keys_app.command("rotate")
@@ -622,7 +814,9 @@ def keys_rotate(
     rsa_bits: BitsOption = None,
 ) -> None:
     """Promote `next` to active, retire the active key, publish a new `next`."""
-    records = run_keys(lambda store: store.rotate(force=force, alg=alg, rsa_bits=rsa_bits))
+    records = run_keys(
+        lambda store: store.rotate(force=force, alg=alg, rsa_bits=rsa_bits), report=True
+    )
     print_keys(records)
     audit_keys(
         lambda session, actor: keys_service.record_rotation(session, actor, records, forced=force)
@@ -630,9 +824,9 @@ def keys_rotate(
 
 
 @keys_app.command("list")
-def keys_list() -> None:
+def keys_list(as_json: JsonOption = False) -> None:
     """Show every key: kid, alg, state, size, created, activated, retired, removable-after."""
-    print_keys(run_keys(lambda store: store.list()))
+    print_keys(run_keys(lambda store: store.list()), as_json)
 
 
 @keys_app.command("revoke")

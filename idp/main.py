@@ -29,6 +29,7 @@ from idp.controllers.errors import install_error_handlers
 from idp.controllers.middleware import BodySizeLimitMiddleware
 from idp.controllers.security_headers import install_http_hardening
 from idp.observability.middleware import RequestContextMiddleware
+from idp.schemas.errors import ValidationErrorBody
 from idp.services import refresh_tokens
 from idp.services.client_auth import ClientAuthenticator
 from idp.services.clients import ClientCache
@@ -124,6 +125,27 @@ def _docs_log_in_for_the_admin_api(app: FastAPI, settings: Settings) -> None:
         for scheme in schema.get("components", {}).get("securitySchemes", {}).values():
             if "password" in scheme.get("flows", {}):
                 scheme["flows"]["password"]["tokenUrl"] = token_url
+        _one_validation_error_shape(schema)
         return schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _one_validation_error_shape(schema: dict[str, Any]) -> None:
+    """FastAPI documents 422 as its HTTPValidationError on routes that do not say otherwise;
+    the app answers ValidationErrorBody (controllers/errors.py, without the `input` echo), so
+    every 422 points at that one schema."""
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    if "HTTPValidationError" not in components:
+        return
+    body = ValidationErrorBody.model_json_schema(ref_template="#/components/schemas/{model}")
+    for name, definition in {**body.pop("$defs", {}), "ValidationErrorBody": body}.items():
+        components.setdefault(name, definition)
+    ours = {"$ref": "#/components/schemas/ValidationErrorBody"}
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            content = operation.get("responses", {}).get("422", {}).get("content", {})
+            if "application/json" in content:
+                content["application/json"]["schema"] = ours
+    del components["HTTPValidationError"]
+    components.pop("ValidationError", None)

@@ -41,6 +41,8 @@ def _configure(connection: Connection) -> None:
         compare_type=True,
         compare_server_default=False,
         render_item=_render_item,
+        # `idp db upgrade` reports each revision as it is applied.
+        on_version_apply=config.attributes.get("on_version_apply", ()),
     )
     with context.begin_transaction():
         context.run_migrations()

@@ -10,5 +10,12 @@ if [ ! -x .tools/bin/uv ] || [ "$(.tools/bin/uv --version | cut -d' ' -f2)" != "
   .tools/bin/python -m pip install -q --disable-pip-version-check "uv==$UV_VERSION"
 fi
 export UV_PROJECT_ENVIRONMENT="$ROOT/.venv"
+# The stamp says which uv.lock .venv was last synced with: no line when nothing changed.
+if [ ! -x .venv/bin/python ]; then
+  echo "==> creating .venv from uv.lock (first run: a minute or two)" >&2
+elif [ uv.lock -nt .venv/.synced ] || [ pyproject.toml -nt .venv/.synced ]; then
+  echo "==> syncing .venv with uv.lock" >&2
+fi
 .tools/bin/uv sync --frozen --quiet --python "$(command -v python3)"
+touch .venv/.synced
 export PATH="$ROOT/.venv/bin:$PATH"

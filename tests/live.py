@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -106,6 +107,45 @@ def run_idp(
 _CLI_LOGGERS = ("", "alembic", "sqlalchemy")
 
 
+def register_client(env: Mapping[str, str], client_id: str, **fields: Any) -> str | None:
+    """Register a client through the service layer in the database and keystore `env` names
+    (in a thread of its own, like `invoke_idp`); its secret, for a secret-authenticated one."""
+    from datetime import UTC, datetime
+
+    from idp.configuration.database import Database
+    from idp.configuration.settings import Settings
+    from idp.schemas.clients import ClientCreate
+    from idp.services import clients
+    from idp.services.permissions import SYSTEM
+
+    settings = Settings(
+        database_url=env["IDP_DATABASE_URL"],
+        keys_dir=Path(env["IDP_KEYS_DIR"]),
+        issuer=env["IDP_ISSUER"],
+        audience=[env["IDP_AUDIENCE"]],
+        client_secret_pepper=env.get("IDP_CLIENT_SECRET_PEPPER"),
+    )
+
+    async def create() -> str | None:
+        database = Database(settings)
+        try:
+            async with database.session() as session:
+                _client, secret = await clients.create_client(
+                    session,
+                    settings,
+                    ClientCreate(client_id=client_id, **fields),
+                    actor=SYSTEM,
+                    pepper=clients.pepper_for(settings),
+                    now=datetime.now(UTC),
+                )
+        finally:
+            await database.dispose()
+        return secret
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, create()).result()
+
+
 def invoke_idp(
     *args: str, env: Mapping[str, str], stdin: str = ""
 ) -> subprocess.CompletedProcess[str]:
@@ -156,6 +196,10 @@ class LiveServer:
     def idp(self, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
         """The `idp` command on this server's database and keys, run in-process."""
         return invoke_idp(*args, env=self.env, stdin=stdin)
+
+    def register_client(self, client_id: str, **fields: Any) -> str | None:
+        """Register a client in this server's database, with its pepper; its secret."""
+        return register_client(self.env, client_id, **fields)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> int:
         if self.process.poll() is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -25,8 +26,11 @@ import jwt
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
 
-from tests.live import LiveServer, database_named, execute_sync, replicas
+from examples.orders_service.app import create_app as create_orders_app
+from idp.configuration.settings import FILE_SETTINGS, Settings
+from tests.live import LiveServer, database_named, execute_sync, invoke_idp, replicas
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "compose.yaml").read_text())
@@ -144,6 +148,134 @@ def test_docker_compose_config_accepts_the_file() -> None:
     assert missing.returncode != 0  # no default database password
 
 
+def _probe_url(service: str) -> str:
+    """The URL a service's healthcheck fetches (python urllib or busybox wget)."""
+    test = SERVICES[service]["healthcheck"]["test"]
+    assert test[0] == "CMD", test
+    match = re.search(r"http://127\.0\.0\.1:\d+/[a-z]+", " ".join(test[1:]))
+    assert match, test
+    return match.group(0)
+
+
+def test_every_service_has_a_healthcheck() -> None:
+    for name, service in SERVICES.items():
+        assert "healthcheck" in service, f"{name} has no healthcheck"
+    # The migration is a job that exits: the image's server healthcheck is switched off.
+    assert SERVICES["migrate"]["healthcheck"] == {"disable": True}
+    assert SERVICES["postgres"]["healthcheck"]["test"][:2] == ["CMD", "pg_isready"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "curl" not in dockerfile.replace("# ", "")  # hence python's urllib in the probes
+    for replica in REPLICAS:
+        assert SERVICES[replica]["healthcheck"]["test"][1:3] == ["python", "-c"]
+        assert _probe_url(replica) == "http://127.0.0.1:8000/readyz"
+    # The proxy is healthy while it routes to a ready replica, on the port it binds.
+    assert "bind :8080" in (ROOT / "deploy" / "haproxy.cfg").read_text()
+    assert _probe_url("proxy") == "http://127.0.0.1:8080/readyz"
+    orders_url = _probe_url("orders")
+    assert orders_url.startswith(
+        f"http://127.0.0.1:{SERVICES['orders']['environment']['ORDERS_PORT']}/"
+    )
+    orders_paths = {getattr(route, "path", None) for route in create_orders_app().routes}
+    assert "/" + orders_url.rsplit("/", 1)[1] in orders_paths
+    assert SERVICES["orders"]["depends_on"]["proxy"]["condition"] == "service_healthy"
+    for service in SERVICES.values():
+        for key in ("interval", "timeout", "start_period"):
+            if key in service["healthcheck"]:
+                _seconds(service["healthcheck"][key])
+
+
+def test_secrets_are_files_under_run_secrets() -> None:
+    postgres = SERVICES["postgres"]
+    assert "POSTGRES_PASSWORD" not in postgres["environment"]
+    assert postgres["environment"]["POSTGRES_PASSWORD_FILE"] == "/run/secrets/postgres_password"
+    assert COMPOSE["secrets"]["postgres_password"] == {"environment": "POSTGRES_PASSWORD"}
+    for name, service in SERVICES.items():
+        for key, value in (service.get("environment") or {}).items():
+            if key.endswith("_FILE"):
+                secret = value.removeprefix("/run/secrets/")
+                assert value.startswith("/run/secrets/"), (name, key)
+                assert secret in service["secrets"] and secret in COMPOSE["secrets"], (name, key)
+    # The idp variables compose.yaml and docs/operations.md describe are the ones Settings reads.
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    for field in FILE_SETTINGS:
+        assert f"`IDP_{field.upper()}_FILE`" in operations
+
+
+def test_migrate_generates_and_shows_the_first_admin_password_once(tmp_path: Path) -> None:
+    """compose.yaml's migrate command, step by step in this process, with compose's default of
+    no IDP_BOOTSTRAP_ADMIN_PASSWORD: the password is generated and printed, once."""
+    env = _compose_env(
+        "migrate", f"sqlite+aiosqlite:///{tmp_path / 'idp.db'}", tmp_path / "keys", "http://x"
+    )
+    env["IDP_BCRYPT_ROUNDS"] = "4"
+    assert env["IDP_BOOTSTRAP_ADMIN_PASSWORD"] == ""
+    command = SERVICES["migrate"]["command"]
+    assert command[:2] == ["sh", "-c"]
+    steps = [shlex.split(step) for step in command[2].split(" && ")]
+    assert ["idp", "users", "ensure-admin", "--generate"] in steps
+    outputs = []
+    for _ in range(2):  # a second `docker compose up` runs it again
+        for step in steps:
+            assert step[0] == "idp"
+            result = invoke_idp(*step[1:], env=env)
+            assert result.returncode == 0, result.stderr
+            outputs.append(result.stdout + result.stderr)
+    first, second = "".join(outputs[: len(steps)]), "".join(outputs[len(steps) :])
+    assert first.count("shown only this once") == 1
+    assert f"{'=' * 72}\nCreated admin account 'admin' with password:\n\n    " in first
+    assert "shown only this once" not in second and "exists already" in second
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    for name in FILE_SETTINGS:
+        monkeypatch.delenv(f"IDP_{name.upper()}", raising=False)
+        monkeypatch.delenv(f"IDP_{name.upper()}_FILE", raising=False)
+    return monkeypatch
+
+
+def test_settings_read_file_variables(clean_env: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    url = tmp_path / "database_url"
+    url.write_text("postgresql+asyncpg://idp:s3cret@db/idp\n")
+    passphrase = tmp_path / "passphrase"
+    passphrase.write_text("two lines\n\n")  # one trailing newline is stripped, no more
+    clean_env.setenv("IDP_DATABASE_URL_FILE", str(url))
+    clean_env.setenv("IDP_KEYS_PASSPHRASE_FILE", str(passphrase))
+    clean_env.setenv("IDP_BOOTSTRAP_ADMIN_PASSWORD_FILE", "")  # empty: unset
+    settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert settings.database_url == "postgresql+asyncpg://idp:s3cret@db/idp"
+    assert settings.keys_passphrase is not None
+    assert settings.keys_passphrase.get_secret_value() == "two lines\n"
+    assert settings.bootstrap_admin_password is None
+
+
+def test_file_variables_refuse_both_and_unreadable_files(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    secret = tmp_path / "password"
+    secret.write_text("from a file\n")
+    clean_env.setenv("IDP_BOOTSTRAP_ADMIN_PASSWORD_FILE", str(secret))
+    clean_env.setenv("IDP_BOOTSTRAP_ADMIN_PASSWORD", "from the environment")
+    with pytest.raises(ValidationError, match="IDP_BOOTSTRAP_ADMIN_PASSWORD_FILE, not both"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    clean_env.delenv("IDP_BOOTSTRAP_ADMIN_PASSWORD")
+    missing = tmp_path / "missing"
+    clean_env.setenv("IDP_KEYS_PASSPHRASE_FILE", str(missing))
+    with pytest.raises(ValidationError, match=f"IDP_KEYS_PASSPHRASE_FILE: cannot read {missing}"):
+        Settings(_env_file=None)  # type: ignore[call-arg]
+    # The command says it in one line, before doing anything.
+    result = invoke_idp(
+        "keys",
+        "list",
+        env={"IDP_KEYS_PASSPHRASE_FILE": str(missing), "IDP_KEYS_DIR": str(tmp_path)},
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip() == (
+        f"error: invalid settings: IDP_KEYS_PASSPHRASE_FILE: cannot read {missing}: "
+        "No such file or directory"
+    )
+
+
 # The same commands, without containers ----------------------------------------------------
 
 
@@ -226,6 +358,13 @@ def test_compose_commands_migrate_then_two_replicas_share_keys_and_see_a_rotatio
         b,
     ):
         assert _kids(a) == _kids(b)  # byte-identical JWKS, same ETag
+        for server in (a, b):  # compose's healthcheck, on this replica's port
+            probe = [
+                arg.replace("127.0.0.1:8000", f"127.0.0.1:{server.port}")
+                for arg in SERVICES["idp-1"]["healthcheck"]["test"][1:]
+            ]
+            assert probe[0] == "python"
+            assert subprocess.run([sys.executable, *probe[1:]], timeout=30).returncode == 0
         token = httpx.post(
             f"{a.url}/token",
             data={"grant_type": "password", "username": "admin", "password": ADMIN_PASSWORD},

@@ -53,7 +53,7 @@ def orders(idp: LiveServer, tmp_path: Path) -> Iterator[str]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(f"{url}/openapi.json", timeout=1).status_code == 200:
+                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:  # compose's probe
                     break
             except httpx.HTTPError:
                 pass

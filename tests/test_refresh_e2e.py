@@ -77,6 +77,12 @@ async def test_authlib_client_logs_in_refreshes_and_logs_out(
     # An access token shorter than Authlib's 60 s leeway: every API call refreshes first.
     with live_server(e2e_database, tmp_path, env={"IDP_ACCESS_TOKEN_TTL": "5"}) as server:
         create_alice(server)
+        server.register_client(
+            "orders-web",
+            client_type="public",
+            grant_types=["password", "refresh_token"],
+            scopes=["orders:read"],
+        )
         async with httpx.AsyncClient(base_url=server.url) as plain:
             metadata = (await plain.get("/.well-known/oauth-authorization-server")).json()
         updates: list[dict[str, Any]] = []

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import bcrypt
 import pytest
-from sqlalchemy import text
+from sqlalchemy import insert, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.configuration.exceptions import ConflictError, NotFoundError, ValidationFailedError
 from idp.configuration.settings import Settings
+from idp.models import LoginFailure, User
 from idp.schemas.roles import RoleCreate
 from idp.schemas.users import UserCreate
+from idp.services import lockout as lockout_service
 from idp.services import passwords
 from idp.services import roles as roles_service
 from idp.services import users as users_service
 from idp.services.permissions import SYSTEM
+from tests.helpers import make_user
 
 
 async def test_create_user_hashes_password_with_configured_cost(
@@ -165,3 +170,37 @@ async def test_list_users_filters_and_paginates(session: AsyncSession, settings:
     assert all("admin" in [r.name for r in u.roles] for u in admins)
     with pytest.raises(ValidationFailedError):
         await users_service.list_users(session, limit=0)
+
+
+async def test_list_users_searches_and_finds_locked_ones_on_postgresql(
+    session: AsyncSession, settings: Settings
+) -> None:
+    """The CLI's `users list --search/--locked` queries, on PostgreSQL."""
+    now = datetime.now(UTC)
+    account = await make_user(session, settings, "locked_acct")
+    address = await make_user(session, settings, "locked_addr")
+    expired = await make_user(session, settings, "was_locked")
+    await make_user(session, settings, "free_x1")
+    await make_user(session, settings, "freeax1")
+    await session.execute(
+        update(User).where(User.id == account.id).values(locked_until=now + timedelta(hours=1))
+    )
+    await session.execute(
+        update(User).where(User.id == expired.id).values(locked_until=now - timedelta(hours=1))
+    )
+    for n in range(3):
+        await session.execute(
+            insert(LoginFailure).values(
+                user_id=address.id,
+                client_address=f"198.51.100.{n}",
+                locked_until=now + timedelta(minutes=5) if n else now - timedelta(minutes=5),
+            )
+        )
+    page, total = await users_service.list_users(session, locked_at=now)
+    assert [user.username for user in page] == ["locked_acct", "locked_addr"] and total == 2
+    counts = await lockout_service.locked_addresses(session, page, now)
+    assert counts == {address.id: 2}
+    found, _ = await users_service.list_users(session, search="E_X")  # _ is not a wildcard
+    assert [user.username for user in found] == ["free_x1"]
+    found, _ = await users_service.list_users(session, search="D_ACCT@EXAMPLE")
+    assert [user.username for user in found] == ["locked_acct"]

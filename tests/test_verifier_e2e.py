@@ -33,6 +33,7 @@ def _login(server: LiveServer) -> str:
             "grant_type": "password",
             "username": "alice",
             "password": PASSWORD,
+            "client_id": "orders-web",
             "scope": "orders:read",
         },
     )
@@ -56,6 +57,12 @@ def server(e2e_database: str, tmp_path: Path):  # type: ignore[no-untyped-def]
                 stdin=PASSWORD + "\n",
             ).returncode
             == 0
+        )
+        live.register_client(
+            "orders-web",
+            client_type="public",
+            grant_types=["password", "refresh_token"],
+            scopes=["orders:read"],
         )
         yield live
 

@@ -71,6 +71,11 @@ def create_app(issuer: str | None = None, audience: str | None = None) -> FastAP
 
     app = FastAPI(title="orders (idp example)", lifespan=lifespan)
 
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        """Liveness for the container's healthcheck: the process answers."""
+        return {"status": "ok"}
+
     @app.get("/whoami", response_model=Caller)
     async def whoami(claims: Annotated[Claims, Depends(auth)]) -> Caller:
         return Caller(

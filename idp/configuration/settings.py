@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# Settings that may come from a file instead (Docker secrets): IDP_<NAME>_FILE names the file.
+FILE_SETTINGS = ("database_url", "bootstrap_admin_password", "keys_passphrase")
 
 
 class Settings(BaseSettings):
@@ -199,6 +203,29 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = Field(
         "text", description="`text` for people, `json` for one object per line."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _values_from_files(cls, data: Any) -> Any:
+        """IDP_X_FILE: the value is the file's content without one trailing newline; an empty
+        IDP_X_FILE counts as unset, and IDP_X and IDP_X_FILE together are refused."""
+        if not isinstance(data, dict):
+            return data
+        for name in FILE_SETTINGS:
+            variable = f"IDP_{name.upper()}"
+            path = os.environ.get(f"{variable}_FILE")
+            if not path:
+                continue
+            if data.get(name) not in (None, ""):
+                raise ValueError(f"set {variable} or {variable}_FILE, not both")
+            try:
+                with open(path, encoding="utf-8") as file:
+                    content = file.read()
+            except (OSError, UnicodeDecodeError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+                raise ValueError(f"{variable}_FILE: cannot read {path}: {reason}") from None
+            data = {**data, name: content.removesuffix("\n")}
+        return data
 
     @field_validator("audience", mode="before")
     @classmethod

@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from idp.configuration.exceptions import IdpError, OAuthError, ServiceUnavailableError
+from idp.schemas.errors import ErrorBody, ValidationErrorBody, ValidationIssue
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ def error_response(exc: IdpError) -> JSONResponse:
     if isinstance(exc, OAuthError):
         body: dict[str, object] = {"error": exc.error, "error_description": exc.message}
     else:
-        body = {"detail": exc.message}
+        body = ErrorBody(detail=exc.message).model_dump()
     return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
@@ -36,16 +37,18 @@ async def _idp_error(_request: Request, exc: Exception) -> JSONResponse:
 
 async def _validation_error(_request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    # Never echo the input back: it may hold a password.
-    details = [
-        {
-            "loc": list(error.get("loc", ())),
-            "msg": error.get("msg", ""),
-            "type": error.get("type", ""),
-        }
-        for error in exc.errors()
-    ]
-    return JSONResponse({"detail": details}, status_code=422)
+    # Never echo the input back: it may hold a password. The documented shape, built by it.
+    body = ValidationErrorBody(
+        detail=[
+            ValidationIssue(
+                loc=list(error.get("loc", ())),
+                msg=error.get("msg", ""),
+                type=error.get("type", ""),
+            )
+            for error in exc.errors()
+        ]
+    )
+    return JSONResponse(body.model_dump(), status_code=422)
 
 
 async def _http_error(_request: Request, exc: Exception) -> JSONResponse:

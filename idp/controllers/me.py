@@ -8,11 +8,20 @@ from idp.dependencies.authentication import CallerDep
 from idp.dependencies.client import ClientAddressDep
 from idp.dependencies.clock import ClockDep
 from idp.dependencies.database import DatabaseDep, SessionDep, SettingsDep
+from idp.dependencies.permissions import ERROR_RESPONSES, with_error_bodies
 from idp.dependencies.ratelimit import limit_password_check
 from idp.schemas.users import PasswordChange, Profile
 from idp.services import users as users_service
 
-router = APIRouter(tags=["me"])
+router = APIRouter(
+    tags=["me"],
+    responses=with_error_bodies(
+        {
+            401: {"description": "No valid bearer token, or the caller is disabled"},
+            **ERROR_RESPONSES,
+        }
+    ),
+)
 
 
 @router.get("/me", response_model=Profile)
@@ -24,10 +33,12 @@ async def me(caller: CallerDep, session: SessionDep) -> Profile:
 @router.post(
     "/me/password",
     status_code=status.HTTP_204_NO_CONTENT,
-    responses={
-        403: {"description": "the current password is wrong, or too many were (lockout)"},
-        429: {"description": "too many password checks from this address; see Retry-After"},
-    },
+    responses=with_error_bodies(
+        {
+            403: {"description": "the current password is wrong, or too many were (lockout)"},
+            429: {"description": "too many password checks from this address; see Retry-After"},
+        }
+    ),
     dependencies=[Depends(limit_password_check)],
 )
 async def change_password(

@@ -15,6 +15,7 @@ from fastapi.routing import APIRoute
 from idp.configuration.constants import PERMISSIONS
 from idp.dependencies.authentication import CallerDep, require_admin_audience
 from idp.dependencies.database import SessionDep
+from idp.schemas.errors import ErrorBody, ValidationErrorBody
 from idp.services import permissions as permissions_service
 from idp.services.permissions import Actor
 
@@ -86,12 +87,33 @@ class PermissionRoute(APIRoute):
         note = f"Requires the `{code}` permission."
         if note not in self.description:  # some FastAPI versions rebuild routes when including
             self.description = f"{self.description}\n\n{note}".strip()
+        if "{" in path:  # a path naming a user or role may name none
+            self.responses.setdefault(404, {"description": "No such user, role or permission"})
+        self.responses = with_error_bodies(self.responses)
 
 
+def with_error_bodies(
+    responses: dict[int | str, dict[str, Any]],
+) -> dict[int | str, dict[str, Any]]:
+    """Give every documented error status the body the app actually sends for it."""
+    return {
+        status: {"model": ValidationErrorBody if status == 422 else ErrorBody, **response}
+        if isinstance(status, int) and status >= 400 and "model" not in response
+        else response
+        for status, response in responses.items()
+    }
+
+
+# Errors every admin route may answer; routes add their own 404 and 409, and FastAPI adds 422
+# where there is input to refuse (main.py points it at ValidationErrorBody).
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    503: {"description": "The database is unreachable or not migrated"},
+}
 ADMIN_RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {
         "description": "No valid bearer token, a token not issued for the admin audience, "
         "or the caller is disabled"
     },
     403: {"description": "The caller lacks the permission"},
+    **ERROR_RESPONSES,
 }

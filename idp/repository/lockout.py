@@ -9,6 +9,7 @@ one after another and cannot all pass the threshold together.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -266,3 +267,17 @@ async def count_address_locks(session: AsyncSession, user_id: uuid.UUID, now: da
 
 async def clear_all_addresses(session: AsyncSession, user_id: uuid.UUID) -> None:
     await session.execute(delete(LoginFailure).where(LoginFailure.user_id == user_id))
+
+
+async def count_address_locks_of(
+    session: AsyncSession, user_ids: Sequence[uuid.UUID], now: datetime
+) -> dict[uuid.UUID, int]:
+    """For each of `user_ids` with any, how many client addresses are locked out now."""
+    if not user_ids:
+        return {}
+    rows = await session.execute(
+        select(LoginFailure.user_id, func.count())
+        .where(LoginFailure.user_id.in_(user_ids), LoginFailure.locked_until > now)
+        .group_by(LoginFailure.user_id)
+    )
+    return {row[0]: row[1] for row in rows}

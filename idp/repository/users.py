@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
-from sqlalchemy import Select, delete, func, select
+from sqlalchemy import Select, delete, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import selectinload
 
-from idp.models import Role, User, UserRole
+from idp.models import LoginFailure, Role, User, UserRole
 from idp.repository.base import insert_or_conflict
 
 
@@ -72,8 +73,27 @@ def _filtered(
     email_prefix: str | None = None,
     role: str | None = None,
     active: bool | None = None,
+    search: str | None = None,
+    locked_at: datetime | None = None,
 ) -> Select[User]:
     query = select(User)
+    if search:
+        needle = search.lower()
+        query = query.where(
+            or_(
+                func.lower(User.username).contains(needle, autoescape=True),
+                func.lower(User.email).contains(needle, autoescape=True),
+            )
+        )
+    if locked_at is not None:  # locked account-wide or for some client address at that time
+        query = query.where(
+            or_(
+                User.locked_until > locked_at,
+                User.id.in_(
+                    select(LoginFailure.user_id).where(LoginFailure.locked_until > locked_at)
+                ),
+            )
+        )
     if username_prefix:
         query = query.where(
             func.lower(User.username).startswith(username_prefix.lower(), autoescape=True)
@@ -102,10 +122,17 @@ async def list_page(
     email_prefix: str | None = None,
     role: str | None = None,
     active: bool | None = None,
+    search: str | None = None,
+    locked_at: datetime | None = None,
 ) -> tuple[Sequence[User], int]:
     """One page of users with their roles (two statements whatever the page size) and the total."""
     query = _filtered(
-        username_prefix=username_prefix, email_prefix=email_prefix, role=role, active=active
+        username_prefix=username_prefix,
+        email_prefix=email_prefix,
+        role=role,
+        active=active,
+        search=search,
+        locked_at=locked_at,
     )
     total = await session.scalar(select(func.count()).select_from(query.subquery()))
     page = await session.execute(

@@ -11,14 +11,27 @@ from idp.schemas.users import ROLE_NAME_PATTERN, RoleName
 
 PERMISSION_CODE_PATTERN = ROLE_NAME_PATTERN
 PermissionCode = Annotated[
-    str, StringConstraints(min_length=1, max_length=100, pattern=PERMISSION_CODE_PATTERN)
+    str,
+    StringConstraints(min_length=1, max_length=100, pattern=PERMISSION_CODE_PATTERN),
+    Field(examples=["users:read"]),
 ]
 # Newlines and tabs are fine in a description; NUL is not storable in PostgreSQL text.
 Description = Annotated[str, StringConstraints(max_length=500, pattern=r"^[^\x00]*$")]
 
 
 class RoleCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "support",
+                    "description": "Answers customers; reads user accounts",
+                    "permissions": ["users:read"],
+                }
+            ]
+        },
+    )
 
     name: RoleName
     description: Description = ""
@@ -26,7 +39,10 @@ class RoleCreate(BaseModel):
 
 
 class RoleUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"name": "helpdesk", "description": "Answers customers"}]},
+    )
 
     name: RoleName | None = None
     description: Description | None = None
@@ -47,12 +63,14 @@ class RoleOut(BaseModel):
 
 
 class PermissionGrant(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"permission": "users:read"}]}
+    )
 
     permission: PermissionCode
 
 
 class RoleGrant(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"role": "support"}]})
 
     role: RoleName

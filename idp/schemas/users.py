@@ -23,7 +23,8 @@ Username = Annotated[
         max_length=USERNAME_MAX_LENGTH,
         pattern=USERNAME_PATTERN,
     ),
-    Field(description="Letters, digits and . _ @ + -; unique whatever the case"),
+    # Real examples: without them Swagger UI makes one up from the pattern, which fails it.
+    Field(description="Letters, digits and . _ @ + -; unique whatever the case", examples=["jdoe"]),
 ]
 RoleName = Annotated[
     str,
@@ -33,13 +34,27 @@ RoleName = Annotated[
         max_length=ROLE_NAME_MAX_LENGTH,
         pattern=ROLE_NAME_PATTERN,
     ),
+    Field(examples=["support"]),
 ]
 # Length and the 72-byte bcrypt limit are checked by the password policy with a clear message.
 Password = Annotated[str, StringConstraints(max_length=1024)]
 
 
 class UserCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "username": "jdoe",
+                    "email": "jdoe@example.com",
+                    "password": "plum kettle orbit 93",
+                    "roles": [],
+                    "is_active": True,
+                }
+            ]
+        },
+    )
 
     username: Username
     email: EmailStr
@@ -51,20 +66,35 @@ class UserCreate(BaseModel):
 
 
 class UserUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"email": "jdoe@example.org", "is_active": True}]},
+    )
 
     email: EmailStr | None = None
     is_active: bool | None = None
 
 
 class PasswordSet(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"password": "lantern fig canyon 27"}]}
+    )
 
     password: Password
 
 
 class PasswordChange(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "current_password": "plum kettle orbit 93",
+                    "new_password": "lantern fig canyon 27",
+                }
+            ]
+        },
+    )
 
     current_password: Password
     new_password: Password

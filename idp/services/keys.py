@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -84,6 +85,8 @@ class KeyStore:
         self.jwks_max_age = jwks_max_age
         self.retire_grace = retire_grace
         self._clock = clock
+        # Told before and after each key generation (RSA-4096 takes seconds): the CLI's progress.
+        self.progress: Callable[[str], None] | None = None
 
     def init(self, alg: str | None = None, rsa_bits: int | None = None) -> list[KeyRecord]:
         """Create the keystore, or complete it with an active and a next key; keys already
@@ -247,7 +250,12 @@ class KeyStore:
     ) -> KeyRecord:
         """Generate a key, write its file, and return its record (not yet in the manifest)."""
         _check_algorithm(alg, rsa_bits)
+        if self.progress is not None:
+            self.progress(f"generating {key_label(alg, rsa_bits)} key ({state.value})…")
+        started = time.monotonic()
         key = _generate(alg, rsa_bits)
+        if self.progress is not None:
+            self.progress(f"done in {time.monotonic() - started:.1f} s")
         kid = self.files.add_key(change, key)
         logger.info("key %s (%s) created as %s", kid, alg, state)
         return KeyRecord(
@@ -329,6 +337,11 @@ def _check_algorithm(alg: str, rsa_bits: int) -> None:
         raise ValidationFailedError(
             f"unsupported RSA size {rsa_bits}: use {', '.join(map(str, RSA_BITS))}"
         )
+
+
+def key_label(alg: str, rsa_bits: int) -> str:
+    """`RSA-4096`, `ES256` or `EdDSA`: what an operator waits for."""
+    return f"RSA-{rsa_bits}" if alg == "RS256" else alg
 
 
 def _generate(alg: str, rsa_bits: int) -> PrivateKey:

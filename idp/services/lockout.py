@@ -25,7 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -230,6 +230,13 @@ async def record_success(
             forget_before=now - timedelta(seconds=settings.lockout_failure_reset),
             now=now,
         )
+
+
+async def locked_addresses(
+    session: AsyncSession, users: Sequence[User], now: datetime
+) -> dict[uuid.UUID, int]:
+    """How many client addresses are locked out of each of `users` now (absent: none)."""
+    return await lockout_repo.count_address_locks_of(session, [user.id for user in users], now)
 
 
 async def unlock_user(session: AsyncSession, user: User, *, now: datetime, actor: Actor) -> bool:

@@ -260,7 +260,11 @@ async def list_users(
     email_prefix: str | None = None,
     role: str | None = None,
     active: bool | None = None,
+    search: str | None = None,
+    locked_at: datetime | None = None,
 ) -> tuple[Sequence[User], int]:
+    """A page of users by username; `search` matches inside the username or email, and
+    `locked_at` keeps those locked out (account-wide or for an address) at that moment."""
     if not 1 <= limit <= 500 or offset < 0:
         raise ValidationFailedError("limit must be 1..500 and offset at least 0")
     return await users_repo.list_page(
@@ -271,6 +275,8 @@ async def list_users(
         email_prefix=email_prefix,
         role=role,
         active=active,
+        search=search,
+        locked_at=locked_at,
     )
 
 
