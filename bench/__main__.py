@@ -15,6 +15,7 @@ from bench import admin, client_credentials, login, refresh, verify
 from bench.common import Report, Sizes, bench_server
 
 ROOT = Path(__file__).resolve().parent.parent
+GROUPS = ("verify", "login", "admin", "refresh", "client_credentials")
 
 
 def machine() -> str:
@@ -47,29 +48,62 @@ def machine() -> str:
 PROFILE_NOTES = """
 ## The worst ratio, profiled
 
-Benchmark 7 (refresh grants) is the one that misses its target. `py-spy record` on a server
-under the refresh load showed, of the request handling: about 40% in SQLAlchemy's ORM and
-asyncpg (seven round trips: begin, consume the token, extend the session, insert the new token,
-read the user, read the roles, commit), about 14% in RSA signing, and about 30% in FastAPI's
-form parsing and dependency solving.
+Benchmark 7 (refresh grants) is the one that misses its target. `py-spy record` (rate 200,
+both workers, 20 s) on `idp serve --workers 2` on PostgreSQL under benchmark 7's wrk load; a
+sample counts for the innermost library it is in. Before (commit 43d071c) and after:
 
-What was ours to fix, and was fixed:
+| where the server's samples were | before | after |
+|---|---|---|
+| asyncpg (the driver, one await per round trip) | 31% | 13% |
+| SQLAlchemy engine and async layer | 24% | 13% |
+| SQLAlchemy ORM (now only opening and closing sessions) | 11% | 5% |
+| uvicorn's protocol and HTTP parsing (h11, then httptools) | 7% | 16% |
+| FastAPI routing, dependencies, form parsing | 7% | 13% |
+| event loop | 3% | 9% |
+| JWS encoding and the RSA signature | 4% | 9% |
+| idp's own code | 5% | 7% |
 
-- every dependency that was a plain `def` (the settings, the database, the key set, the clock,
-  the client address, the rate limiter) ran in the thread pool, one thread hop each per
-  request: they are `async def` now;
-- the refresh grant reads the user and their roles in one statement, and the session update
-  no longer asks the ORM to synchronise objects it does not hold.
+The refresh grant itself (`refresh_grant`, inclusive) fell from 48% of the samples to 28%,
+the rotation's database work from 31% to 16%.
 
-Measured before (commit fd6524d) and after, on the same quiet machine, two runs each: one
-refresh grant in-process took 7.1 and 7.8 ms before, 5.5 and 5.5 ms after; benchmark 7 gave
-336 and 346 refreshes/s before, 404 and 332 after: within the noise of a machine whose two
-vCPUs also run PostgreSQL and wrk.
+What was ours, and was changed:
 
-What remains is the price of the stack the project chose (FastAPI, SQLAlchemy's ORM, a
-2048-bit RSA signature per access token) on two vCPUs that also run PostgreSQL and the load
-generator: about 170 to 200 refresh grants per second per vCPU, 1.4 to 1.7 times Keycloak's
-sizing figure of 120, short of the 4 times aimed at.
+- a refresh was ten round trips: the pool's pre-ping (BEGIN, an empty query, ROLLBACK: on
+  asyncpg `pool_pre_ping` costs three), BEGIN, consume the token, extend the family, insert
+  the successor, read the user and roles, COMMIT. On PostgreSQL it is now one statement of
+  data-modifying CTEs (`repository/refresh_tokens.py`: lock and extend the family, consume the
+  token, insert the successor, return the user and `ARRAY(role names)`), which refuses inactive
+  users and audiences no longer configured itself; when the request asks for no narrower scope
+  or audience nothing is left to refuse after it, so it runs in autocommit: one round trip, no
+  BEGIN or COMMIT. SQLite runs the same steps one by one;
+- no pre-ping: a pooled connection the server closed is replaced at checkout from what asyncpg
+  already knows (`configuration/database.py`);
+- the statement is SQLAlchemy Core text built once (its compiled form is cached), no ORM objects;
+- `idp serve` runs httptools instead of h11, with the same bound on a buffered request head
+  (`configuration/http_protocol.py`: 431 past twice IDP_MAX_HEADER_SIZE).
+
+Measured with `bench/run --only refresh` (it prints rows 7a and 7b and leaves this file
+alone), two runs or more each, on a machine other engineers' test runs share. Before (43d071c, load
+average about 1): 287 and 204 refreshes/s, 7b 0.04 and 0.03 (RSA signing measured in the same
+runs: 7,219 and 7,815/s). With the one statement and without pre-ping (cb36bf9, load about 4):
+463 and 465, 7b 0.09 and 0.09 (5,321 and 5,408/s). Finally, two pairs of runs: 325 and 257
+at a load average of 7 to 8 (7b 0.09 and 0.09; 3,509 and 2,844/s), 357 and 504 at 5 to 6 (7b
+0.07 and 0.10; 4,892 and 5,126/s); median 341 refreshes/s, 1.42 times Keycloak's figure, best
+504, 2.10 times. The machine was giving a third to a half of its CPU to others during these,
+so 7b, the ratio to the signing rate measured alongside, is the fairer comparison: median 0.09
+against 0.035, 2.5 times better. CPU time per refresh (utime + stime of the server's workers
+and of PostgreSQL's processes over a 10 s wrk run, at a load average of 8 to 9, interleaved
+runs): before 8.6 and 10.6 ms in the server plus 1.3 and 1.6 ms in PostgreSQL, after 2.8 and
+3.3 ms plus 0.9 and 1.3 ms.
+
+What remains: at about 3 ms of server CPU and 1 ms of PostgreSQL CPU per refresh (measured
+under that load, which inflates both; an idle machine does better), two vCPUs that also run
+wrk can give about 420 to 520 refreshes/s (1.8 to 2.2 times Keycloak's 120 per
+vCPU), not the 960/s that 4 times needs: that needs under 2.1 ms of CPU per refresh for the
+server, PostgreSQL and wrk together, and PostgreSQL's share alone is about half that. Of the
+server's remaining time, the RSA signature is about 0.3 ms; FastAPI's dependency solving and
+form parsing for `/token` (13%, being rewritten in `controllers/oauth.py`), uvicorn and the
+event loop (25%) are the largest parts.
 """
 
 
@@ -102,26 +136,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="tiny sizes: checks that it runs")
     parser.add_argument("--output", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument(
+        "--only",
+        type=lambda value: set(value.split(",")),
+        default=None,
+        help=f"comma-separated subset of {','.join(GROUPS)}; prints the rows, writes no file",
+    )
     args = parser.parse_args()
+    if args.only is not None and not args.only <= set(GROUPS):
+        parser.error(f"--only takes names from {', '.join(GROUPS)}")
+    wanted = set(GROUPS) if args.only is None else args.only
     sizes = Sizes.quick() if args.quick else Sizes()
     report = Report()
     with tempfile.TemporaryDirectory(prefix="idp-bench-") as tmp:
         workdir = Path(tmp)
-        with bench_server(workdir, rounds=sizes.bcrypt_rounds) as server:
-            print(f"server {server.url} (pid {server.process.pid})", flush=True)
-            users = asyncio.run(admin.create_users(server, sizes.admin_users))
-            verify.run_sync(report, sizes, server, workdir / "keys")
-            asyncio.run(login.run(report, sizes, server, users))
-            asyncio.run(admin.run(report, sizes, server, workdir))
-            login.memory(report, server)
-        # Refresh grants use every core: a server with one worker process per vCPU.
-        cores = os.cpu_count() or 1
-        with bench_server(workdir / "multi", rounds=4, workers=cores) as server:
-            refresh.run(report, sizes, server)
-            client_credentials.run(report, sizes, server)
+        if wanted & {"verify", "login", "admin"}:
+            with bench_server(workdir, rounds=sizes.bcrypt_rounds) as server:
+                print(f"server {server.url} (pid {server.process.pid})", flush=True)
+                users = asyncio.run(admin.create_users(server, sizes.admin_users))
+                if "verify" in wanted:
+                    verify.run_sync(report, sizes, server, workdir / "keys")
+                if "login" in wanted:
+                    asyncio.run(login.run(report, sizes, server, users))
+                if "admin" in wanted:
+                    asyncio.run(admin.run(report, sizes, server, workdir))
+                if "login" in wanted:
+                    login.memory(report, server)
+        if wanted & {"refresh", "client_credentials"}:
+            # Token grants use every core: a server with one worker process per vCPU.
+            cores = os.cpu_count() or 1
+            with bench_server(workdir / "multi", rounds=4, workers=cores) as server:
+                if "refresh" in wanted:
+                    refresh.run(report, sizes, server)
+                if "client_credentials" in wanted:
+                    client_credentials.run(report, sizes, server)
     text = markdown(report, sizes, args.quick)
     print()
     print(text)
+    if args.only is not None:
+        return  # a partial table would replace the full one
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(text)
 

@@ -232,9 +232,9 @@ def serve(
             proxy_headers=True,
             forwarded_allow_ips=settings.forwarded_allow_ips,
             server_header=False,
-            # h11 bounds the request head it buffers (httptools does not): a huge header is
-            # cut off at twice IDP_MAX_HEADER_SIZE, below that the app answers 431.
-            http="h11",
+            # httptools, bounded as h11 would be (idp.configuration.http_protocol): a huge
+            # header is cut off at twice IDP_MAX_HEADER_SIZE, below that the app answers 431.
+            http="idp.configuration.http_protocol:BoundedHttpToolsProtocol",
             h11_max_incomplete_event_size=2 * settings.max_header_size,
             timeout_graceful_shutdown=30,
         )
@@ -849,3 +849,9 @@ def keys_prune() -> None:
 def main() -> None:  # pragma: no cover - console entry point
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
     app()
+
+
+# clients: in a module of their own, which uses the helpers above (hence imported last).
+from idp.cli_clients import clients_app  # noqa: E402
+
+app.add_typer(clients_app, name="clients")

@@ -17,6 +17,7 @@ from idp.configuration.migrations import schema_head
 from idp.configuration.settings import Settings, get_settings
 from idp.controllers import (
     admin_audit,
+    admin_clients,
     admin_roles,
     admin_users,
     health,
@@ -104,6 +105,7 @@ def create_app(
     app.include_router(admin_users.router)
     app.include_router(admin_roles.router)
     app.include_router(admin_audit.router)
+    app.include_router(admin_clients.router)
     app.include_router(metrics.router)
     # The last added runs first: the request id and access log cover the 413 answers too.
     install_http_hardening(app, settings)

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from idp.configuration.constants import PERMISSIONS
 from idp.configuration.settings import Settings
-from idp.controllers import admin_audit, admin_roles, admin_users
+from idp.controllers import admin_audit, admin_clients, admin_roles, admin_users
 from idp.dependencies.permissions import PermissionRoute, route_permissions
 from idp.schemas.roles import RoleCreate
 from idp.services import roles as roles_service
@@ -49,6 +49,14 @@ ROUTES: list[tuple[str, str, str]] = [
     ("DELETE", "/admin/roles/{name}/permissions/{code}", "roles:write"),
     ("GET", "/admin/permissions", "roles:read"),
     ("GET", "/admin/audit", "audit:read"),
+    ("GET", "/admin/clients", "clients:read"),
+    ("POST", "/admin/clients", "clients:write"),
+    ("GET", "/admin/clients/{client_id}", "clients:read"),
+    ("PATCH", "/admin/clients/{client_id}", "clients:write"),
+    ("DELETE", "/admin/clients/{client_id}", "clients:write"),
+    ("POST", "/admin/clients/{client_id}/secrets", "clients:write"),
+    ("PUT", "/admin/clients/{client_id}/roles/{name}", "clients:write"),
+    ("DELETE", "/admin/clients/{client_id}/roles/{name}", "clients:write"),
 ]
 
 
@@ -59,7 +67,9 @@ def _app(client: AsyncClient) -> FastAPI:
 
 def _concrete(path: str) -> str:
     """Fill path parameters with targets that do not exist: the guard must answer first."""
-    return path.format(user_id=uuid.uuid4(), name="no-such-role", code="users:read")
+    return path.format(
+        user_id=uuid.uuid4(), name="no-such-role", code="users:read", client_id="no-such-client"
+    )
 
 
 async def _call(client: AsyncClient, method: str, path: str, headers: Headers) -> Response:
@@ -117,7 +127,12 @@ def test_every_admin_route_declares_the_permission_in_the_table(client: AsyncCli
     # ...and as the routes' dependency trees enforce it.
     enforced = {
         (method, route.path, code)
-        for router in (admin_users.router, admin_roles.router, admin_audit.router)
+        for router in (
+            admin_users.router,
+            admin_roles.router,
+            admin_audit.router,
+            admin_clients.router,
+        )
         for route in router.routes
         if isinstance(route, APIRoute)
         for method in route.methods

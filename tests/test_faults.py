@@ -66,8 +66,22 @@ async def test_pool_and_timeout_settings_are_applied(
     )
     pool = bigger.engine.pool
     assert (pool.size(), pool._max_overflow, pool._timeout) == (7, 3, 2.5)  # type: ignore[attr-defined]
-    assert bigger.engine.pool._pre_ping is True
     await bigger.dispose()
+
+
+async def test_a_connection_the_server_closed_is_replaced_before_use(
+    own_database: tuple[Settings, Database], migrated_url: str
+) -> None:
+    """No pre-ping round trip: a pooled connection whose backend was terminated (as by a
+    restart) is seen closed at checkout and replaced, so the next unit of work succeeds."""
+    _, database = own_database  # a pool of one connection
+    async with database.session() as session:
+        pid = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    await execute(migrated_url, f"SELECT pg_terminate_backend({pid})")
+    await asyncio.sleep(0.2)  # the pool's idle connection reads the server's goodbye
+    async with database.session() as session:
+        again = (await session.execute(text("SELECT pg_backend_pid()"))).scalar_one()
+    assert again != pid
 
 
 async def test_a_statement_over_the_timeout_is_unavailable(

@@ -160,11 +160,30 @@ def test_serve_limits_request_heads(sqlite_server: int) -> None:
     port = sqlite_server
     assert _raw_get(port, 8 * 1024)[0].startswith(b"HTTP/1.1 200")
     assert _raw_get(port, 20 * 1024)[0].startswith(b"HTTP/1.1 431")
+    # Past twice the limit the server's protocol refuses before the application runs.
+    assert _raw_get(port, 40 * 1024)[0].startswith(b"HTTP/1.1 431")
     # Accepted (200) before the limit; then answered 431 only after buffering all 32 MB.
     answer, sent = _raw_get(port, 32 * 1024 * 1024)
     assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:200]
     assert sent < 16 * 1024 * 1024, "the server kept reading a huge request head"
     assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+
+
+@pytest.mark.slow
+def test_serve_reads_large_bodies_on_a_kept_alive_connection(sqlite_server: int) -> None:
+    """The head bound counts request heads only: a body larger than the bound, on the same
+    connection and in the same reads as its head, is read as a body."""
+    body = "grant_type=refresh_token&refresh_token=" + "a" * (60 * 1024)
+    with httpx.Client(base_url=f"http://127.0.0.1:{sqlite_server}", timeout=10) as client:
+        for _ in range(3):
+            assert client.get("/healthz").status_code == 200
+            answer = client.post(
+                "/token",
+                content=body,
+                headers={"content-type": "application/x-www-form-urlencoded"},
+            )
+            assert answer.status_code == 400, answer.text
+            assert answer.json()["error"] == "invalid_grant"
 
 
 def _mode(path: Path) -> int:

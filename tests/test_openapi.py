@@ -94,7 +94,9 @@ async def test_every_request_body_example_is_accepted(
     for path, method, operation in operations:
         example = _example(document, operation["requestBody"]["content"]["application/json"])
         assert example is not None, f"{method.upper()} {path} has no example"
-        url = path.format(user_id=target.id, name="target-role", code="users:read")
+        url = path.format(
+            user_id=target.id, name="target-role", code="users:read", client_id="orders"
+        )
         headers = mia if path.startswith("/me/") else admin
         response = await client.request(method, url, json=example, headers=headers)
         assert response.status_code < 300, (method, path, example, response.text)

@@ -56,9 +56,9 @@ class SecurityHeadersMiddleware:
 class HeaderSizeLimitMiddleware:
     """Answer 431 when the request line and headers together exceed `max_header_size` bytes.
 
-    `idp serve` also caps what the HTTP parser buffers (uvicorn's h11 limit, at twice this) so
-    a huge header is cut off before it fills memory; this gives the exact limit a clear answer
-    under any server.
+    `idp serve` also caps what the HTTP parser buffers (at twice this, see
+    `idp.configuration.http_protocol`) so a huge header is cut off before it fills memory;
+    this gives the exact limit a clear answer under any server.
     """
 
     def __init__(self, app: ASGIApp, max_header_size: int) -> None:

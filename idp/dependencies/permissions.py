@@ -47,6 +47,8 @@ UsersWrite = Annotated[Actor, require_permission("users:write")]
 RolesRead = Annotated[Actor, require_permission("roles:read")]
 RolesWrite = Annotated[Actor, require_permission("roles:write")]
 AuditRead = Annotated[Actor, require_permission("audit:read")]
+ClientsRead = Annotated[Actor, require_permission("clients:read")]
+ClientsWrite = Annotated[Actor, require_permission("clients:write")]
 TokensIntrospect = Annotated[Actor, require_permission("tokens:introspect")]
 
 

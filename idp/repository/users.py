@@ -37,7 +37,7 @@ async def lock(session: AsyncSession, user_id: uuid.UUID) -> None:
 async def get_with_role_names(
     session: AsyncSession, user_id: uuid.UUID
 ) -> tuple[User, list[str]] | None:
-    """The user and the names of their roles, in one statement (the refresh grant's path)."""
+    """The user and the names of their roles, in one statement (the refresh grant on SQLite)."""
     rows = (
         await session.execute(
             select(User, Role.name)

@@ -68,6 +68,21 @@ class ClientFields(BaseModel):
 
 
 class ClientCreate(ClientFields):
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {
+                    "client_id": "orders",
+                    "name": "Orders service",
+                    "client_type": "confidential",
+                    "grant_types": ["client_credentials"],
+                    "scopes": ["orders:read"],
+                }
+            ]
+        },
+    )
+
     client_id: str | None = Field(
         None,
         pattern=CLIENT_ID_PATTERN,
@@ -78,7 +93,12 @@ class ClientCreate(ClientFields):
 
 
 class ClientUpdate(ClientFields):
-    pass
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [{"name": "Orders service v2", "scopes": ["orders:read", "orders:write"]}]
+        },
+    )
 
 
 class ClientSecretOut(BaseModel):

@@ -69,6 +69,11 @@ CONFIDENTIAL_METHODS: Final = frozenset(
 SECRET_METHODS: Final = frozenset({"client_secret_basic", "client_secret_post"})
 # Grants this server runs at /token (authorization_code may be registered ahead of use).
 SUPPORTED_GRANTS: Final = ("client_credentials", "password", "refresh_token")
+# Seeded by the migration: the password login and the docs page's Authorize button use it.
+BUILTIN_CLIENT_ID: Final = "idp"
+# A rotation's default: a day to roll deployments over to the new secret (0 after a leak).
+DEFAULT_SECRET_OVERLAP: Final = 86_400
+MAX_SECRET_OVERLAP: Final = 30 * 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,7 +413,7 @@ async def create_client(
     await clients_repo.add(session, client)
     secret = None
     if client.token_endpoint_auth_method in SECRET_METHODS:
-        secret = await _add_secret(session, client.id, pepper, now)
+        secret, _row = await _add_secret(session, client.id, pepper, now)
     await audit.record(
         session,
         actor,
@@ -425,9 +430,12 @@ async def create_client(
     return client, secret
 
 
-async def _add_secret(session: AsyncSession, client_id: str, pepper: bytes, now: datetime) -> str:
+async def _add_secret(
+    session: AsyncSession, client_id: str, pepper: bytes, now: datetime
+) -> tuple[str, ClientSecret]:
+    """A new secret and its stored row (the hash and a four-character hint)."""
     secret = new_secret()
-    await clients_repo.add_secret(
+    row = await clients_repo.add_secret(
         session,
         ClientSecret(
             client_id=client_id,
@@ -436,7 +444,7 @@ async def _add_secret(session: AsyncSession, client_id: str, pepper: bytes, now:
             created_at=now,
         ),
     )
-    return secret
+    return secret, row
 
 
 async def get_client(session: AsyncSession, client_id: str) -> Client:
@@ -451,14 +459,28 @@ async def list_clients(session: AsyncSession) -> Sequence[Client]:
 
 
 async def _ensure_may_manage(session: AsyncSession, actor: Actor, client_id: str) -> Client:
-    """The client's row, locked; 403 unless `actor` holds every role the client holds."""
+    """The client's row, locked; 403 unless `actor` holds every role the client holds, and
+    unless `actor` is unrestricted when the client may request admin-API tokens (the same
+    rule as for giving it that power)."""
     client = await clients_repo.lock(session, client_id)
     if client is None:
         raise NotFoundError(f"client {client_id[:100]!r} not found")
     if not actor.unrestricted:
+        if client.admin_api:
+            ensure_unrestricted(actor, f"managing client {client_id!r}, which has admin_api,")
         roles = await clients_repo.role_names_of(session, client_id)
         ensure_holds_roles(actor, roles, f"managing client {client_id!r}")
     return client
+
+
+def _ensure_not_builtin(settings: Settings, client_id: str, what: str) -> None:
+    """409 for the built-in client and the configured default one: without them the password
+    login (a token request naming no client) and the docs page's Authorize button stop."""
+    if client_id in (BUILTIN_CLIENT_ID, settings.default_client_id):
+        raise ConflictError(
+            f"client {client_id!r} is built in (the password login and the docs page use it) "
+            f"and cannot be {what}"
+        )
 
 
 async def update_client(
@@ -473,6 +495,8 @@ async def update_client(
     client = await _ensure_may_manage(session, actor, client_id)
     if data.admin_api:
         ensure_unrestricted(actor, "a client that may request admin-API tokens")
+    if data.enabled is False:
+        _ensure_not_builtin(settings, client.id, "disabled")
     changed = _apply(client, data)
     if not changed:
         return client
@@ -490,10 +514,13 @@ async def update_client(
     return client
 
 
-async def delete_client(session: AsyncSession, client_id: str, *, actor: Actor) -> None:
+async def delete_client(
+    session: AsyncSession, settings: Settings, client_id: str, *, actor: Actor
+) -> None:
     """Delete the client, its secrets and role links. Sessions it started stay until they end
-    (their refreshes fail: the client is gone)."""
+    (their refreshes fail: the client is gone). The built-in client: 409."""
     await _ensure_may_manage(session, actor, client_id)
+    _ensure_not_builtin(settings, client_id, "deleted")
     await clients_repo.delete_client(session, client_id)
     await audit.record(session, actor, "client.delete", target_type="client", target_id=client_id)
     logger.info("client %s deleted", client_id)
@@ -516,12 +543,12 @@ async def rotate_secret(
             f"client {client_id!r} authenticates with {client.token_endpoint_auth_method}, "
             "not a secret"
         )
-    if overlap < 0:
-        raise ValidationFailedError("overlap must be at least 0 seconds")
+    if not 0 <= overlap <= MAX_SECRET_OVERLAP:
+        raise ValidationFailedError(f"overlap must be 0 to {MAX_SECRET_OVERLAP} seconds")
     await clients_repo.delete_expired_secrets(session, client_id, now=now)
-    secret = await _add_secret(session, client_id, pepper, now)
+    secret, fresh = await _add_secret(session, client_id, pepper, now)
     until = now + timedelta(seconds=overlap)
-    fresh = (await clients_repo.secrets_of(session, client_id))[-1]
+    # The new row itself, not the newest by created_at: secrets made at the same instant tie.
     replaced = await clients_repo.expire_secrets(session, client_id, at=until, keep=fresh)
     await audit.record(
         session,

@@ -26,7 +26,7 @@ from idp.configuration.exceptions import (
 from idp.configuration.settings import Settings
 from idp.models import User
 from idp.repository import roles as roles_repo
-from idp.repository import users as users_repo
+from idp.repository.refresh_tokens import TokenHolder
 from idp.schemas.oauth import IntrospectionResponse, TokenResponse
 from idp.services import authentication, refresh_tokens
 from idp.services.clients import (
@@ -191,12 +191,17 @@ async def _rotate(
     lookup: ClientLookup,
 ) -> TokenResponse:
     requested = normalize_scope(scope)
+    # An authenticated client asking for no narrower scope or audience: the rotation's own
+    # statement checks all the rest (the client's audiences, an active user), so nothing below
+    # refuses a rotation that succeeded and it may commit by itself.
     issued = await refresh_tokens.rotate(
         session,
         settings,
         refresh_token,
         client_id=client.id if client is not None else None,
+        allowed_audiences=_audiences_of(settings, client) if client is not None else None,
         now=now,
+        final=client is not None and requested is None and not resources,
     )
     family = issued.family
     if client is None:  # rolls back if refused: the token stays usable by its client
@@ -210,16 +215,15 @@ async def _rotate(
     if not audiences_still_allowed(settings, client, session_audience):
         raise InvalidGrantError()
     audience = select_audience(settings, client, resources, within=session_audience)
-    found = await users_repo.get_with_role_names(session, family.user_id)
-    if found is None or not found[0].is_active:
+    user = issued.user  # read with its roles in the rotation's statement
+    if not user.is_active:
         raise InvalidGrantError()
-    user, roles = found
     return await _token_response(
         session,
         settings,
         keyset,
         user,
-        roles=roles,
+        roles=issued.roles,
         client=client,
         grant="refresh_token",
         scope=requested or (" ".join(granted) or None),
@@ -230,11 +234,16 @@ async def _rotate(
     )
 
 
+def _audiences_of(settings: Settings, client: RegisteredClient) -> list[str]:
+    allowed = client.allowed_audiences(settings)
+    return [*allowed, settings.admin_token_audience] if client.admin_api else allowed
+
+
 async def _token_response(
     session: AsyncSession,
     settings: Settings,
     keyset: KeySet,
-    user: User,
+    user: User | TokenHolder,
     *,
     client: RegisteredClient,
     grant: str,
