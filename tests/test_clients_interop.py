@@ -5,7 +5,6 @@ as real requests, and the RFC 8414 metadata checked against what the server does
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
@@ -14,9 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -29,14 +26,7 @@ from joserfc import jwt
 from joserfc.jwk import ECKey, KeySet, RSAKey
 from sqlalchemy.engine import make_url
 
-from idp.configuration.database import Database
-from idp.configuration.settings import Settings
-from idp.schemas.clients import ClientCreate
-from idp.schemas.roles import RoleCreate
-from idp.services import clients as clients_service
-from idp.services import roles as roles_service
 from idp.services.client_auth import ASSERTION_ALGORITHMS, ASSERTION_TYPE
-from idp.services.permissions import SYSTEM
 from idp_verifier import TokenVerifier
 from tests.helpers import hs256
 from tests.live import ROOT, LiveServer, database_named, execute_sync, live_server
@@ -93,74 +83,54 @@ def jwks_server() -> Iterator[tuple[str, type[_JwksHandler]]]:
         httpd.server_close()
 
 
-def _client(client_id: str, method: str, **fields: Any) -> ClientCreate:
-    return ClientCreate(
-        client_id=client_id,
-        client_type="confidential",
-        token_endpoint_auth_method=method,  # type: ignore[arg-type]
-        grant_types=fields.pop("grant_types", ["client_credentials"]),
-        scopes=fields.pop("scopes", ["orders:read", "orders:write"]),
-        audiences=fields.pop("audiences", [AUDIENCE, "billing"]),
-        default_audience=fields.pop("default_audience", AUDIENCE),
-        **fields,
-    )
+def _idp(server: LiveServer, *args: str) -> str:
+    ran = server.idp(*args)
+    assert ran.returncode == 0, (args, ran.stdout, ran.stderr)
+    return ran.stdout
 
 
-def _public_jwks(*keys: RSAKey | ECKey) -> dict[str, Any]:
-    return {"keys": [key.as_dict(private=False) for key in keys]}
-
-
-async def _register(settings: Settings, interop: Interop, jwks_uri: str) -> None:
-    """The clients every test here uses, written straight into the server's database: the
-    `idp clients` CLI is not there yet."""
+def _register(server: LiveServer, interop: Interop, jwks_uri: str, workdir: Path) -> None:
+    """The clients every test here uses, registered with `idp clients` as an operator would."""
     rsa = RSAKey.generate_key(2048, parameters={"kid": "rsa-1"})
     ec = ECKey.generate_key("P-256", parameters={"kid": "ec-1"})
     remote = ECKey.generate_key("P-256", parameters={"kid": "remote-1"})
     interop.keys.update({"svc-rsa": rsa, "svc-ec": ec, "svc-uri": remote})
     interop.jwks_uri_keys = KeySet([remote])
-    pepper = clients_service.pepper_for(settings)
-    now = datetime.now(UTC)
-    clients = [
-        (_client("svc-basic", "client_secret_basic"), ["introspector", "orders-service"]),
-        (_client("svc-post", "client_secret_post"), ["introspector"]),
-        (_client("svc-rsa", "private_key_jwt", jwks=_public_jwks(rsa)), ["introspector"]),
-        (_client("svc-ec", "private_key_jwt", jwks=_public_jwks(ec)), ["introspector"]),
-        (_client("svc-uri", "private_key_jwt", jwks_uri=jwks_uri), ["introspector"]),
-        (_client("svc-plain", "client_secret_basic"), []),
-        (_client("svc-disabled", "client_secret_basic", enabled=False), []),
-        (_client("svc-no-cc", "client_secret_basic", grant_types=["refresh_token"]), []),
-        (
-            ClientCreate(
-                client_id="spa",
-                client_type="public",
-                grant_types=["password", "refresh_token"],
-            ),
-            [],
-        ),
+    _idp(server, "roles", "create", "introspector", "--permission", "tokens:introspect")
+    _idp(server, "roles", "create", "orders-service")
+    usual = ["--scope", "orders:read", "--scope", "orders:write", "--audience", AUDIENCE]
+    usual += ["--audience", "billing", "--default-audience", AUDIENCE]
+    clients: list[tuple[str, list[str], list[str]]] = [
+        ("svc-basic", ["--auth-method", "client_secret_basic"], ["introspector", "orders-service"]),
+        ("svc-post", ["--auth-method", "client_secret_post"], ["introspector"]),
+        ("svc-rsa", ["--auth-method", "private_key_jwt"], ["introspector"]),
+        ("svc-ec", ["--auth-method", "private_key_jwt"], ["introspector"]),
+        ("svc-uri", ["--auth-method", "private_key_jwt", "--jwks-uri", jwks_uri], ["introspector"]),
+        ("svc-plain", [], []),
+        ("svc-disabled", [], []),
+        ("svc-no-cc", ["--grant", "refresh_token"], []),
     ]
-    database = Database(settings)
-    try:
-        async with database.session() as session:
-            await roles_service.create_role(
-                session,
-                RoleCreate(name="introspector", permissions=["tokens:introspect"]),
-                actor=SYSTEM,
-            )
-            await roles_service.create_role(
-                session, RoleCreate(name="orders-service"), actor=SYSTEM
-            )
-            for data, roles in clients:
-                _, secret = await clients_service.create_client(
-                    session, settings, data, actor=SYSTEM, pepper=pepper, now=now
-                )
-                if secret is not None:
-                    interop.secrets[str(data.client_id)] = secret
-                for role in roles:
-                    await clients_service.grant_role(
-                        session, str(data.client_id), role, actor=SYSTEM
-                    )
-    finally:
-        await database.dispose()
+    for client_id, options, roles in clients:
+        key = interop.keys.get(client_id)
+        if key is not None and client_id != "svc-uri":
+            jwks = workdir / f"{client_id}.jwks.json"
+            jwks.write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
+            options = [*options, "--jwks-file", str(jwks)]
+        out = _idp(server, "clients", "create", "--id", client_id, *usual, *options)
+        for line in out.splitlines():
+            if line.startswith("client_secret:"):
+                interop.secrets[client_id] = line.split(":", 1)[1].strip()
+        for role in roles:
+            _idp(server, "clients", "grant-role", client_id, role)
+    _idp(server, "clients", "disable", "svc-disabled")
+    _idp(server, "clients", "create", "--id", "spa", "--public", "--grant", "password")
+    assert set(interop.secrets) == {
+        "svc-basic",
+        "svc-post",
+        "svc-plain",
+        "svc-disabled",
+        "svc-no-cc",
+    }
 
 
 @pytest.fixture(scope="module")
@@ -182,15 +152,8 @@ def interop(
         with live_server(url, workdir, env=env) as server:
             metadata = httpx.get(f"{server.url}/.well-known/oauth-authorization-server").json()
             found = Interop(server, metadata)
-            settings = Settings(
-                database_url=url,
-                keys_dir=Path(server.env["IDP_KEYS_DIR"]),
-                issuer=server.env["IDP_ISSUER"],
-                audience=[AUDIENCE],
-            )
             jwks_uri, handler = jwks_server
-            with ThreadPoolExecutor(1) as pool:
-                pool.submit(asyncio.run, _register(settings, found, jwks_uri)).result()
+            _register(server, found, jwks_uri, workdir)
             assert found.jwks_uri_keys is not None
             handler.body = json.dumps(found.jwks_uri_keys.as_dict(private=False)).encode()
             yield found
