@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from idp.controllers.oauth import GRANTS
 from idp.dependencies.database import SettingsDep
 from idp.schemas.oauth import ServerMetadata
+from idp.services.client_auth import ASSERTION_ALGORITHMS, AUTH_METHODS
 from idp.services.keyring import KeyRing
 
 router = APIRouter(tags=["discovery"])
@@ -37,24 +39,33 @@ async def jwks(request: Request) -> Response:
     return Response(content=keyset.jwks_json, media_type="application/json", headers=headers)
 
 
-async def server_metadata(request: Request, settings: SettingsDep) -> ServerMetadata:
-    """RFC 8414 metadata; also served where OpenID Connect consumers look for it."""
+async def server_metadata(settings: SettingsDep) -> ServerMetadata:
+    """RFC 8414 metadata; also served where OpenID Connect consumers look for it (openid-client
+    and others read it there), without OpenID Connect's own members: there are no ID tokens.
+
+    Each list is what the endpoints run, taken from the code that runs them. No authorization
+    endpoint yet, so no response type: `[]`, the REQUIRED member present and true. Introspection
+    takes no `none` (a public client may not introspect); a user's bearer token holding
+    `tokens:introspect` works too, which the metadata has no way to say.
+    """
     issuer = settings.issuer
-    keyring: KeyRing = request.app.state.keyring
-    algorithms = sorted(keyring.current.algorithms)
+    algorithms = list(ASSERTION_ALGORITHMS)
     return ServerMetadata(
         issuer=issuer,
         token_endpoint=f"{issuer}/token",
         jwks_uri=f"{issuer}/.well-known/jwks.json",
         revocation_endpoint=f"{issuer}/revoke",
         introspection_endpoint=f"{issuer}/introspect",
-        grant_types_supported=["password", "refresh_token"],
-        response_types_supported=["token"],
-        token_endpoint_auth_methods_supported=["none"],
-        revocation_endpoint_auth_methods_supported=["none"],
-        introspection_endpoint_auth_methods_supported=["bearer"],
-        id_token_signing_alg_values_supported=algorithms,
-        subject_types_supported=["public"],
+        grant_types_supported=list(GRANTS),
+        response_types_supported=[],
+        token_endpoint_auth_methods_supported=list(AUTH_METHODS),
+        token_endpoint_auth_signing_alg_values_supported=algorithms,
+        revocation_endpoint_auth_methods_supported=list(AUTH_METHODS),
+        revocation_endpoint_auth_signing_alg_values_supported=algorithms,
+        introspection_endpoint_auth_methods_supported=[
+            method for method in AUTH_METHODS if method != "none"
+        ],
+        introspection_endpoint_auth_signing_alg_values_supported=algorithms,
         service_documentation=f"{issuer}/docs",
     )
 
