@@ -663,7 +663,8 @@ def tokens_purge(
         ),
     ] = None,
 ) -> None:
-    """Delete ended (expired or revoked) sessions and their refresh tokens."""
+    """Delete ended (expired or revoked) sessions and their refresh tokens, and the ids of
+    expired client assertions."""
 
     async def work(database: Database, settings: Settings) -> refresh_tokens.PurgeResult:
         keep = settings.refresh_purge_retention if retention is None else retention
@@ -674,7 +675,10 @@ def tokens_purge(
     started = time.monotonic()
     result = run_with_database(work)
     progress(f"done in {time.monotonic() - started:.1f} s")
-    typer.echo(f"purged {result.families} ended session(s) and {result.tokens} refresh token(s)")
+    typer.echo(
+        f"purged {result.families} ended session(s) and {result.tokens} refresh token(s); "
+        f"{result.assertions} used client assertion(s)"
+    )
 
 
 # keys ----------------------------------------------------------------------------------------

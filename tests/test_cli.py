@@ -309,7 +309,9 @@ def test_key_generation_and_purge_report_progress(run) -> None:  # type: ignore[
     assert purged.returncode == 0, purged.stderr
     assert purged.stderr.startswith("==> purging sessions that ended before ")
     assert "done in " in purged.stderr
-    assert purged.stdout.strip() == "purged 0 ended session(s) and 0 refresh token(s)"
+    assert purged.stdout.strip() == (
+        "purged 0 ended session(s) and 0 refresh token(s); 0 used client assertion(s)"
+    )
 
 
 def test_ensure_admin_generate_treats_an_empty_password_as_unset(run) -> None:  # type: ignore[no-untyped-def]

@@ -17,6 +17,7 @@ from typing import Any
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from joserfc.jwk import RSAKey
 
 from idp.configuration.exceptions import KeystoreError, NotFoundError, ValidationFailedError
@@ -565,3 +566,15 @@ def test_ensure_keystore_creates_keys_once(store: KeyStore) -> None:
     ensure_keystore(store)
 
     assert store.list() == records
+
+
+def test_no_kid_starts_with_a_dash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kid like `-ITv…` would be read as an option by `idp keys revoke`."""
+    from idp.repository import keystore as keystore_module
+
+    drawn = iter(["-starts-with-dash", "plain-kid"])
+    monkeypatch.setattr(keystore_module.secrets, "token_urlsafe", lambda _n: next(drawn))
+    files = keystore_module.KeystoreFiles(tmp_path, None)
+    with files.change(create=True) as change:
+        kid = files.add_key(change, rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    assert kid == "plain-kid"

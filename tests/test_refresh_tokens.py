@@ -21,7 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from idp.configuration.database import Database
 from idp.configuration.settings import Settings
 from idp.main import create_app
-from idp.models import RefreshFamily, RefreshToken, User
+from idp.models import RefreshFamily, RefreshToken, UsedAssertion, User
+from idp.repository import clients as clients_repo
 from idp.repository import users as users_repo
 from idp.schemas.roles import RoleCreate
 from idp.services import refresh_tokens
@@ -69,8 +70,9 @@ async def alice(session: AsyncSession, settings: Settings) -> User:
 
 
 @pytest.fixture(autouse=True)
-async def public_clients(session: AsyncSession, settings: Settings) -> None:
-    """Registered public clients with the password grant: a token request names one."""
+async def public_clients(session: AsyncSession, settings: Settings, keyring: KeyRing) -> None:
+    """Registered public clients with the password grant: a token request names one. (The
+    key ring's fixture creates the keystore, where the secrets' pepper is.)"""
     for client_id in ("web", "mobile", "orders-web"):
         await make_client(session, settings, client_id, scopes=["orders:read", "profile", "a", "b"])
 
@@ -642,6 +644,26 @@ async def test_purge_deletes_only_sessions_that_ended_before_the_retention(
     assert await session.scalar(count) == 4  # consumed tokens of a live family stay (reuse)
     again = await refresh_tokens.purge(database, now=now, retention=3600)
     assert again == refresh_tokens.PurgeResult()
+
+
+async def test_purge_forgets_the_ids_of_expired_client_assertions(
+    session: AsyncSession, database: Database, settings: Settings
+) -> None:
+    """Every private_key_jwt request stores its assertion's jti: without a purge the table
+    grows by one row per token request, forever."""
+    await make_client(session, settings, "svc", client_type="confidential")
+    now = datetime.now(UTC)
+    for jti, expires_in in (("old", -60), ("older", -3600), ("live", 60)):
+        assert await clients_repo.record_assertion(
+            session, "svc", jti, expires_at=now + timedelta(seconds=expires_in)
+        )
+    await session.flush()
+    result = await refresh_tokens.purge(database, now=now, retention=3600)
+    assert result == refresh_tokens.PurgeResult(assertions=2)
+    remaining = (await session.execute(select(UsedAssertion.jti_hash))).scalars().all()
+    assert remaining == ["live"]
+    # A live one is still remembered: its replay is still refused.
+    assert not await clients_repo.record_assertion(session, "svc", "live", expires_at=now)
 
 
 async def test_token_lookup_uses_the_hash_index_as_the_table_grows(

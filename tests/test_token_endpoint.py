@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.configuration.settings import Settings
 from idp.services import passwords
+from idp.services.client_auth import ASSERTION_ALGORITHMS
 from idp.services.keyring import KeyRing
 from tests.conftest import AUDIENCE, ISSUER
 from tests.helpers import PASSWORD, bearer, hs256, login, make_client, make_user, unsigned
@@ -166,9 +167,30 @@ async def test_rfc8414_metadata(client: AsyncClient, path: str) -> None:
     assert metadata["jwks_uri"] == f"{ISSUER}/.well-known/jwks.json"
     assert metadata["revocation_endpoint"] == f"{ISSUER}/revoke"
     assert metadata["introspection_endpoint"] == f"{ISSUER}/introspect"
-    assert "password" in metadata["grant_types_supported"]
-    assert "refresh_token" in metadata["grant_types_supported"]
-    assert metadata["token_endpoint_auth_methods_supported"]
+    assert metadata["grant_types_supported"] == [
+        "password",
+        "refresh_token",
+        "client_credentials",
+        "authorization_code",
+    ]
+    methods = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
+    assert metadata["token_endpoint_auth_methods_supported"] == methods
+    assert metadata["revocation_endpoint_auth_methods_supported"] == methods
+    # A public client may not introspect (a user's bearer token may, which RFC 8414 cannot say).
+    assert metadata["introspection_endpoint_auth_methods_supported"] == methods[:3]
+    for endpoint in ("token", "revocation", "introspection"):
+        algorithms = metadata[f"{endpoint}_endpoint_auth_signing_alg_values_supported"]
+        assert algorithms == list(ASSERTION_ALGORITHMS)
+    assert metadata["authorization_endpoint"] == f"{ISSUER}/authorize"
+    assert metadata["response_types_supported"] == ["code"]
+    assert metadata["code_challenge_methods_supported"] == ["S256"]
+    assert metadata["authorization_response_iss_parameter_supported"] is True
+    # OpenID Connect's own members only where OpenID Connect clients look (Discovery 1.0).
+    oidc = path.endswith("openid-configuration")
+    for name in ("userinfo_endpoint", "end_session_endpoint", "subject_types_supported"):
+        assert (name in metadata) == oidc, name
+    if oidc:
+        assert metadata["id_token_signing_alg_values_supported"] == ["RS256"]
 
 
 async def test_openapi_declares_the_password_flow(client: AsyncClient) -> None:

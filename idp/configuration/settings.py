@@ -75,7 +75,8 @@ class Settings(BaseSettings):
     refresh_purge_interval: int = Field(
         3600,
         ge=0,
-        description="Seconds between purges of ended refresh-token sessions in each server "
+        description="Seconds between purges of ended refresh-token sessions (and of expired "
+        "client-assertion ids) in each server "
         "process (0: never; `idp tokens purge` does it on demand).",
     )
     refresh_purge_retention: int = Field(

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
 
+from idp.controllers.oauth import GRANTS
 from idp.dependencies.database import SettingsDep
 from idp.schemas.oauth import ServerMetadata
-from idp.services.client_auth import ASSERTION_ALGORITHMS
+from idp.services.client_auth import ASSERTION_ALGORITHMS, AUTH_METHODS
 from idp.services.keyring import KeyRing
 from idp.services.oidc import OIDC_CLAIMS, OIDC_SCOPES
 
@@ -40,9 +41,14 @@ async def jwks(request: Request) -> Response:
 
 
 async def server_metadata(request: Request, settings: SettingsDep) -> ServerMetadata:
-    """RFC 8414 metadata: what this server implements, and nothing it does not."""
+    """RFC 8414 metadata: what this server implements, and nothing it does not.
+
+    Each list is what the endpoints run, taken from the code that runs them. Introspection
+    takes no `none` (a public client may not introspect); a user's bearer token holding
+    `tokens:introspect` works too, which the metadata has no way to say.
+    """
     issuer = settings.issuer
-    methods = ["client_secret_basic", "client_secret_post", "private_key_jwt"]
+    algorithms = list(ASSERTION_ALGORITHMS)
     return ServerMetadata(
         issuer=issuer,
         authorization_endpoint=f"{issuer}/authorize",
@@ -50,22 +56,19 @@ async def server_metadata(request: Request, settings: SettingsDep) -> ServerMeta
         jwks_uri=f"{issuer}/.well-known/jwks.json",
         revocation_endpoint=f"{issuer}/revoke",
         introspection_endpoint=f"{issuer}/introspect",
-        grant_types_supported=[
-            "authorization_code",
-            "client_credentials",
-            "password",
-            "refresh_token",
-        ],
+        grant_types_supported=list(GRANTS),
         response_types_supported=["code"],
         response_modes_supported=["query"],
         code_challenge_methods_supported=["S256"],
         authorization_response_iss_parameter_supported=True,
-        token_endpoint_auth_methods_supported=[*methods, "none"],
-        token_endpoint_auth_signing_alg_values_supported=list(ASSERTION_ALGORITHMS),
-        revocation_endpoint_auth_methods_supported=[*methods, "none"],
-        revocation_endpoint_auth_signing_alg_values_supported=list(ASSERTION_ALGORITHMS),
-        introspection_endpoint_auth_methods_supported=methods,
-        introspection_endpoint_auth_signing_alg_values_supported=list(ASSERTION_ALGORITHMS),
+        token_endpoint_auth_methods_supported=list(AUTH_METHODS),
+        token_endpoint_auth_signing_alg_values_supported=algorithms,
+        revocation_endpoint_auth_methods_supported=list(AUTH_METHODS),
+        revocation_endpoint_auth_signing_alg_values_supported=algorithms,
+        introspection_endpoint_auth_methods_supported=[
+            method for method in AUTH_METHODS if method != "none"
+        ],
+        introspection_endpoint_auth_signing_alg_values_supported=algorithms,
         scopes_supported=list(OIDC_SCOPES),
         service_documentation=f"{issuer}/docs",
     )

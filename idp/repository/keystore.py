@@ -209,7 +209,8 @@ class KeystoreFiles:
         """Write a new key's file under a fresh kid; the caller adds its record to `change`."""
         taken = {r.kid for r in change.records} | set(change.created)
         kid = secrets.token_urlsafe(16)
-        while kid in taken or self._key_path(kid).exists():
+        # Never a leading "-": `idp keys revoke -Ab…` would read the kid as an option.
+        while kid in taken or kid.startswith("-") or self._key_path(kid).exists():
             kid = secrets.token_urlsafe(16)
         self._write_private_key(kid, key)
         change.created.append(kid)

@@ -33,10 +33,10 @@ class ServerMetadata(BaseModel):
     token_endpoint_auth_methods_supported: list[str]
     revocation_endpoint_auth_methods_supported: list[str]
     introspection_endpoint_auth_methods_supported: list[str]
-    introspection_endpoint_auth_signing_alg_values_supported: list[str] | None = None
-    revocation_endpoint_auth_signing_alg_values_supported: list[str] | None = None
     id_token_signing_alg_values_supported: list[str] | None = None
     token_endpoint_auth_signing_alg_values_supported: list[str] | None = None
+    revocation_endpoint_auth_signing_alg_values_supported: list[str] | None = None
+    introspection_endpoint_auth_signing_alg_values_supported: list[str] | None = None
     scopes_supported: list[str] | None = None
     subject_types_supported: list[str] | None = None
     code_challenge_methods_supported: list[str] | None = None

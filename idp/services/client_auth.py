@@ -42,6 +42,8 @@ from idp_verifier.jwks import insecure_transport
 
 logger = logging.getLogger(__name__)
 
+# Every method credentials_from recognises, in the order the metadata lists them.
+AUTH_METHODS: Final = ("client_secret_basic", "client_secret_post", "private_key_jwt", "none")
 ASSERTION_TYPE: Final = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 # Asymmetric algorithms only: client_secret_jwt (HS256) would need the secret in clear.
 ASSERTION_ALGORITHMS: Final = (

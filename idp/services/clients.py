@@ -661,3 +661,10 @@ async def describe(session: AsyncSession, client: Client) -> ClientOut:
 async def holds_permission(session: AsyncSession, client_id: str, code: str) -> bool:
     """Whether the client's roles grant the idp permission `code` (e.g. tokens:introspect)."""
     return code in await clients_repo.permission_codes(session, client_id)
+
+
+async def purge_used_assertions(database: Database, *, now: datetime) -> int:
+    """Forget the ids of client assertions (RFC 7523 `jti`) that expired: a replay of one
+    fails on its `exp` anyway. How many were deleted."""
+    async with database.session() as session:
+        return await clients_repo.purge_assertions(session, before=now)

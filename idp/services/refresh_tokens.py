@@ -32,6 +32,7 @@ from idp.configuration.settings import Settings
 from idp.models import RefreshFamily, RefreshToken
 from idp.repository import refresh_tokens as refresh_repo
 from idp.repository.refresh_tokens import FamilySnapshot, TokenHolder
+from idp.services.clients import purge_used_assertions
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,7 @@ class ActiveRefreshToken:
 class PurgeResult:
     families: int = 0
     tokens: int = 0
+    assertions: int = 0
 
 
 def new_token() -> str:
@@ -283,7 +285,8 @@ async def purge(
     """Delete families (and their tokens) that ended more than `retention` seconds ago.
 
     A consumed token stays as long as its family lives, so a late replay is still recognised
-    as reuse. Batches commit separately so no statement runs long or holds many locks.
+    as reuse. Batches commit separately so no statement runs long or holds many locks. The
+    ids of expired client assertions go too (they are kept only until the assertion's `exp`).
     """
     before = now - timedelta(seconds=retention)
     families = tokens = 0
@@ -294,7 +297,9 @@ async def purge(
         families += deleted_families
         tokens += deleted_tokens
         if len(ids) < batch_size:
-            return PurgeResult(families, tokens)
+            break
+    assertions = await purge_used_assertions(database, now=now)
+    return PurgeResult(families, tokens, assertions)
 
 
 async def purge_periodically(database: Database, settings: Settings, clock: Clock) -> None:
@@ -315,7 +320,10 @@ async def purge_periodically(database: Database, settings: Settings, clock: Cloc
         except Exception:
             logger.exception("refresh-token purge failed")
             continue
-        if result.families:
+        if result.families or result.assertions:
             logger.info(
-                "purged %d ended session(s), %d refresh token(s)", result.families, result.tokens
+                "purged %d ended session(s), %d refresh token(s), %d used client assertion(s)",
+                result.families,
+                result.tokens,
+                result.assertions,
             )

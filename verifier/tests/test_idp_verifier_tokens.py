@@ -116,6 +116,43 @@ async def test_a_token_without_scope_or_roles_has_empty_sets(
     assert claims.roles == frozenset()
 
 
+async def test_a_clients_own_token_is_told_from_a_users(
+    verifier: TokenVerifier, issuer: IssuerServer, signers: Signers
+) -> None:
+    own = await verifier.verify(
+        signers["rsa"].token(
+            issuer.issuer,
+            sub="client:orders",
+            client_id="orders",
+            username=DROP,
+            email=DROP,
+            scope="billing:read",
+        )
+    )
+    assert own.is_client
+    assert own.username is None
+    assert own.has_scope("billing:read")
+
+    users = await verifier.verify(signers["rsa"].token(issuer.issuer, client_id="orders"))
+    assert not users.is_client  # a user's token that the client obtained
+
+    for sub, client_id, extra in (
+        ("client:billing", "orders", {}),  # another client's name
+        ("client:orders", "orders", {"username": "alice"}),  # names a user
+        ("client:orders", "orders", {"email": "x@example.com"}),
+        ("orders", "orders", {}),  # no prefix
+    ):
+        claims = await verifier.verify(
+            signers["rsa"].token(
+                issuer.issuer,
+                sub=sub,
+                client_id=client_id,
+                **({"username": DROP, "email": DROP} | extra),
+            )
+        )
+        assert not claims.is_client, (sub, extra)
+
+
 @pytest.mark.parametrize("typ", ["at+jwt", "AT+JWT", "application/at+jwt", "Application/AT+JWT"])
 async def test_both_spellings_of_the_access_token_type_are_accepted(
     verifier: TokenVerifier, issuer: IssuerServer, signers: Signers, typ: str

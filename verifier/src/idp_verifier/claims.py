@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 from idp_verifier.errors import (
     InvalidAudienceError,
@@ -18,13 +18,19 @@ from idp_verifier.errors import (
     shorten,
 )
 
+#: idp names a client acting on its own behalf (client_credentials) ``client:<client_id>``:
+#: a namespace no user id (a UUID) can take.
+CLIENT_SUBJECT_PREFIX: Final = "client:"
+
 
 @dataclass(frozen=True, slots=True)
 class Claims:
     """What a verified access token says about its bearer.
 
-    ``username`` and ``email`` are ``None`` only for a token without them (idp always sets
-    them for a user); ``raw`` is the whole payload, read-only, for any other claim.
+    ``username`` and ``email`` are ``None`` only for a token without them: idp always sets
+    them for a user, never for a client's own token (see ``is_client``); ``raw`` is the whole
+    payload, read-only, for any other claim. ``scopes`` are those idp granted the client
+    within the scopes it is registered for: a service may rely on them.
     """
 
     subject: str
@@ -43,6 +49,17 @@ class Claims:
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+    @property
+    def is_client(self) -> bool:
+        """True for a client's own token (the client_credentials grant): its subject is
+        ``client:`` + its ``client_id`` and it names no user. False for a user's token, which
+        a client obtained on the user's behalf (``client_id`` names that client)."""
+        return (
+            self.subject == CLIENT_SUBJECT_PREFIX + self.client_id
+            and self.username is None
+            and self.email is None
+        )
 
 
 def check_claims(
