@@ -63,6 +63,12 @@ AdminApiOption = Annotated[
 RedirectOption = Annotated[
     list[str] | None, typer.Option("--redirect-uri", help="Redirect URI; repeatable.")
 ]
+LogoutRedirectOption = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--post-logout-redirect-uri", help="Where OpenID Connect logout may redirect; repeatable."
+    ),
+]
 JwksFileOption = Annotated[
     Path | None,
     typer.Option("--jwks-file", help="private_key_jwt: a JSON file with the client's public keys."),
@@ -126,6 +132,7 @@ def _print_client(client: ClientOut) -> None:
         ("admin api", str(client.admin_api)),
         ("first party", str(client.first_party)),
         ("redirect uris", listed(client.redirect_uris)),
+        ("post-logout redirect uris", listed(client.post_logout_redirect_uris)),
         ("jwks uri", client.jwks_uri or ("(inline key set)" if client.jwks else "-")),
         ("access token ttl", str(client.access_token_ttl or "IDP_ACCESS_TOKEN_TTL")),
         ("refresh token ttl", str(client.refresh_token_ttl or "IDP_REFRESH_TOKEN_TTL")),
@@ -173,6 +180,7 @@ def clients_create(
     default_audience: DefaultAudienceOption = None,
     admin_api: AdminApiOption = None,
     redirect_uri: RedirectOption = None,
+    post_logout_redirect_uri: LogoutRedirectOption = None,
     jwks_file: JwksFileOption = None,
     jwks_uri: JwksUriOption = None,
     access_token_ttl: AccessTtlOption = None,
@@ -193,6 +201,7 @@ def clients_create(
             default_audience=default_audience,
             admin_api=admin_api,
             redirect_uris=redirect_uri,
+            post_logout_redirect_uris=post_logout_redirect_uri,
             jwks=_read_jwks(jwks_file),
             jwks_uri=jwks_uri,
             access_token_ttl=access_token_ttl,
@@ -290,6 +299,7 @@ def clients_update(
     default_audience: DefaultAudienceOption = None,
     admin_api: AdminApiOption = None,
     redirect_uri: RedirectOption = None,
+    post_logout_redirect_uri: LogoutRedirectOption = None,
     jwks_file: JwksFileOption = None,
     jwks_uri: JwksUriOption = None,
     access_token_ttl: AccessTtlOption = None,
@@ -306,6 +316,7 @@ def clients_update(
         default_audience=default_audience,
         admin_api=admin_api,
         redirect_uris=redirect_uri,
+        post_logout_redirect_uris=post_logout_redirect_uri,
         jwks=_read_jwks(jwks_file),
         jwks_uri=jwks_uri,
         access_token_ttl=access_token_ttl,

@@ -177,12 +177,14 @@ def test_changes_are_audited_as_the_operator(run: Run, env: dict[str, str]) -> N
 def test_public_and_private_key_jwt_clients(run: Run, tmp_path: Path) -> None:
     out = _ok(
         run("clients", "create", "--id", "spa", "--public", "--grant", "authorization_code",
-            "--redirect-uri", "https://app.example/cb", "--first-party")
+            "--redirect-uri", "https://app.example/cb", "--first-party",
+            "--post-logout-redirect-uri", "https://app.example/")
     )  # fmt: skip
     assert "client_secret" not in out
     shown = json.loads(_ok(run("clients", "show", "spa", "--json")))
     assert shown["client_type"] == "public" and shown["first_party"] is True
     assert shown["redirect_uris"] == ["https://app.example/cb"]
+    assert shown["post_logout_redirect_uris"] == ["https://app.example/"]
 
     jwks = tmp_path / "jwks.json"
     jwks.write_text(json.dumps({"keys": [RSAKey.generate_key(2048).as_dict(private=False)]}))
