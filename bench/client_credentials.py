@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import base64
 import os
-import subprocess
-import tempfile
-from pathlib import Path
 
-from bench.common import Report, Sizes
+from bench.common import Report, Sizes, wrk_script
 from bench.refresh import _sign_rate
 from tests.live import LiveServer
 
@@ -34,33 +31,17 @@ def run(report: Report, sizes: Sizes, server: LiveServer, connections: int = 16)
     assert secret is not None
     authorization = "Basic " + base64.b64encode(f"bench:{secret}".encode()).decode()
     lua = f'authorization = "{authorization}"\n' + WRK_SCRIPT
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(lua)
-    try:
-        output = subprocess.run(
-            [
-                "wrk",
-                "-t2",
-                f"-c{connections}",
-                f"-d{max(1, round(sizes.refresh_seconds))}s",
-                "-s",
-                script.name,
-                f"{server.url}/token",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=sizes.refresh_seconds + 60,
-        ).stdout
-    except FileNotFoundError:
+    measured = wrk_script(
+        f"{server.url}/token",
+        lua,
+        seconds=sizes.refresh_seconds,
+        threads=2,
+        connections=connections,
+    )
+    if measured is None:
         report.notes.append("10 skipped: wrk is not installed")
         return
-    finally:
-        Path(script.name).unlink()
-    rps = next(
-        float(line.split()[1]) for line in output.splitlines() if line.startswith("Requests/sec:")
-    )
-    non_2xx = next((int(line.split()[-1]) for line in output.splitlines() if "Non-2xx" in line), 0)
+    rps, non_2xx = measured
     cores = os.cpu_count() or 1
     per_vcpu = rps / cores
     ratio = per_vcpu / KEYCLOAK_CLIENT_CREDENTIALS_PER_VCPU

@@ -6,6 +6,7 @@ import asyncio
 import os
 import statistics
 import subprocess
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -185,6 +186,33 @@ def wrk(url: str, seconds: int, connections: int = 32, threads: int = 1) -> floa
         if line.startswith("Requests/sec:"):
             return float(line.split()[1])
     return None
+
+
+def wrk_script(
+    url: str, lua: str, *, seconds: float, threads: int, connections: int
+) -> tuple[float, int] | None:
+    """Run wrk with the Lua script `lua` against `url`: (requests/s, non-2xx answers), or
+    None without wrk."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        script.write(lua)
+    try:
+        output = subprocess.run(
+            ["wrk", f"-t{threads}", f"-c{connections}", f"-d{max(1, round(seconds))}s",
+             "-s", script.name, url],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=seconds + 60,
+        ).stdout  # fmt: skip
+    except FileNotFoundError:
+        return None
+    finally:
+        Path(script.name).unlink()
+    rps = next(
+        float(line.split()[1]) for line in output.splitlines() if line.startswith("Requests/sec:")
+    )
+    non_2xx = next((int(line.split()[-1]) for line in output.splitlines() if "Non-2xx" in line), 0)
+    return rps, non_2xx
 
 
 def rss_mb(pid: int) -> float:

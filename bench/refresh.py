@@ -4,16 +4,13 @@ sizing figure and against the raw RSA signing rate of the same cores."""
 from __future__ import annotations
 
 import os
-import subprocess
-import tempfile
 import time
-from pathlib import Path
 
 import httpx
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from bench.common import PASSWORD, Report, Sizes
+from bench.common import PASSWORD, Report, Sizes, wrk_script
 from tests.live import LiveServer
 
 KEYCLOAK_REFRESH_PER_VCPU = 120  # Keycloak's sizing guide: refresh-token requests/s per vCPU
@@ -68,33 +65,17 @@ def _refresh_tokens(server: LiveServer, count: int) -> list[str]:
 def run(report: Report, sizes: Sizes, server: LiveServer, connections: int = 16) -> None:
     tokens = _refresh_tokens(server, connections)
     lua = "tokens_list = {" + ",".join(f'"{t}"' for t in tokens) + "}\n" + WRK_SCRIPT
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(lua)
-    try:
-        output = subprocess.run(
-            [
-                "wrk",
-                f"-t{connections}",
-                f"-c{connections}",
-                f"-d{max(1, round(sizes.refresh_seconds))}s",
-                "-s",
-                script.name,
-                f"{server.url}/token",
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=sizes.refresh_seconds + 60,
-        ).stdout
-    except FileNotFoundError:
+    measured = wrk_script(
+        f"{server.url}/token",
+        lua,
+        seconds=sizes.refresh_seconds,
+        threads=connections,
+        connections=connections,
+    )
+    if measured is None:
         report.notes.append("7 skipped: wrk is not installed")
         return
-    finally:
-        Path(script.name).unlink()
-    rps = next(
-        float(line.split()[1]) for line in output.splitlines() if line.startswith("Requests/sec:")
-    )
-    non_2xx = next((int(line.split()[-1]) for line in output.splitlines() if "Non-2xx" in line), 0)
+    rps, non_2xx = measured
     cores = os.cpu_count() or 1
     per_vcpu = rps / cores
     report.add(

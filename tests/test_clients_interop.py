@@ -486,9 +486,16 @@ async def test_metadata_tells_what_the_server_does(interop: Interop) -> None:
     url = interop.server.url
     async with httpx.AsyncClient(timeout=30) as http:
         oidc = (await http.get(f"{url}/.well-known/openid-configuration")).json()
-    assert oidc == metadata
+    # OpenID Connect Discovery is the RFC 8414 document plus OpenID Connect's own members.
+    assert {name: oidc[name] for name in metadata} == metadata
+    assert {"userinfo_endpoint", "end_session_endpoint"} <= oidc.keys() - metadata.keys()
     assert metadata["issuer"] == url
-    assert metadata["grant_types_supported"] == ["password", "refresh_token", "client_credentials"]
+    assert metadata["grant_types_supported"] == [
+        "password",
+        "refresh_token",
+        "client_credentials",
+        "authorization_code",
+    ]
     methods = ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"]
     assert metadata["token_endpoint_auth_methods_supported"] == methods
     assert metadata["revocation_endpoint_auth_methods_supported"] == methods
@@ -498,8 +505,7 @@ async def test_metadata_tells_what_the_server_does(interop: Interop) -> None:
         assert algs == list(ASSERTION_ALGORITHMS)
         assert "HS256" not in algs
     assert "id_token_signing_alg_values_supported" not in metadata
-    assert "subject_types_supported" not in metadata
-    assert metadata["response_types_supported"] == []
+    assert metadata["response_types_supported"] == ["code"]
     # Every advertised method is exercised above; `none` here: a public client's password
     # grant is covered by test_refresh_e2e, and it is what /revoke accepts from it.
     async with httpx.AsyncClient(timeout=30) as http:

@@ -192,12 +192,9 @@ async def authorize(
         params = dict(request.query_params)
         if len(params) != len(request.query_params.multi_items()):
             return _error_page(settings, "A parameter is repeated.")
-    try:
-        auth_request = await oidc.parse_request(params, settings, authenticator.client)
-    except UnsafeRequestError as exc:
-        return _error_page(settings, exc.message)
-    except RedirectError as exc:
-        return _see_other(exc.location)
+    auth_request = await _parsed(params, settings, authenticator)
+    if isinstance(auth_request, Response):
+        return auth_request
     if not _secure(settings) and not _loopback_issuer(settings):
         return _error_page(settings, "Browser sign-in needs an https issuer (IDP_ISSUER).")
     return await _continue(request, session, settings, keyset, auth_request, clock.now())
@@ -279,13 +276,22 @@ async def _posted_request(
     if form is None or not _same_origin_post(request, settings, form):
         return _error_page(settings, "The form expired or came from elsewhere; start again.", 403)
     params = {name: value for name, value in form.items() if name not in _PAGE_FIELDS}
+    auth_request = await _parsed(params, settings, authenticator)
+    if isinstance(auth_request, Response):
+        return auth_request
+    return form, auth_request
+
+
+async def _parsed(
+    params: dict[str, str], settings: Settings, authenticator: ClientAuthDep
+) -> AuthorizationRequest | Response:
+    """The checked authorization request, or the error page or redirect that refuses it."""
     try:
-        auth_request = await oidc.parse_request(params, settings, authenticator.client)
+        return await oidc.parse_request(params, settings, authenticator.client)
     except UnsafeRequestError as exc:
         return _error_page(settings, exc.message)
     except RedirectError as exc:
         return _see_other(exc.location)
-    return form, auth_request
 
 
 @router.post("/login", response_class=HTMLResponse)
