@@ -104,6 +104,25 @@ server, PostgreSQL and wrk together, and PostgreSQL's share alone is about half 
 server's remaining time, the RSA signature is about 0.3 ms; FastAPI's dependency solving and
 form parsing for `/token` (13%, being rewritten in `controllers/oauth.py`), uvicorn and the
 event loop (25%) are the largest parts.
+
+## Client credentials (benchmark 10)
+
+`py-spy record` (rate 200, 10 s) on `idp serve --workers 1` under a `client_credentials` wrk
+load showed the grant itself to be cheap: the client comes from `ClientCache` (no database
+round trip), its secret is one HMAC, and the RSA-2048 signature was 25% of the samples. But
+FastAPI's dependency solving was 23.5%, and the request's database session (opened by the
+`SessionDep` dependency, then committed with nothing in it) 11%, for a grant that never
+touches the database. `/token` now reads its context from the application state and opens a
+session only in the grants that use one. Measured with `bench/run --only client_credentials`,
+two runs each on a quiet machine: before (commit 5f7683c) 1,644 and 1,726 grants/s (6.85 and
+7.19 times Keycloak's 120 per vCPU), after 2,630 and 2,593 (10.96 and 10.80 times).
+
+The table above is one run; this machine's neighbours move single runs by half. Eight runs of
+benchmark 10 and six of benchmark 7 at commit 8fa950d (full runs and `--only
+refresh,client_credentials`, 14:20 to 14:45 UTC on 2026-12-04) gave client_credentials
+1,806 to 2,630 grants/s, median 2,498 (10.4 times Keycloak's figure), and refresh 361 to 798
+refreshes/s, median 628 (2.6 times; 4 times is not reached, see above). Refresh runs inside a
+full run came out lower (361, 424, 642) than alone (613, 671, 798).
 """
 
 
