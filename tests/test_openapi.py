@@ -159,3 +159,22 @@ async def test_documented_error_bodies_match_actual_ones(
     ):
         assert response.status_code in {401, 404, 409}
         assert _matches(document, error, response.json()), response.json()
+
+
+def test_operation_ids_are_unique() -> None:
+    """Code generators name methods after operationIds: a duplicate breaks them."""
+    import warnings
+
+    from idp.configuration.settings import Settings
+    from idp.main import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # FastAPI warns on a duplicate operationId
+        document = create_app(Settings(database_url="sqlite+aiosqlite:///:memory:")).openapi()
+    ids = [
+        operation["operationId"]
+        for item in document["paths"].values()
+        for operation in item.values()
+        if isinstance(operation, dict) and "operationId" in operation
+    ]
+    assert len(ids) == len(set(ids))

@@ -172,7 +172,9 @@ async def _signed_in(
 # /authorize ---------------------------------------------------------------------------------
 
 
-@router.api_route("/authorize", methods=["GET", "POST"], response_class=HTMLResponse)
+# GET and POST are one operation each in OpenAPI (unique operationIds), one function here.
+@router.get("/authorize", response_class=HTMLResponse, operation_id="authorize_get")
+@router.post("/authorize", response_class=HTMLResponse, operation_id="authorize_post")
 async def authorize(
     request: Request,
     session: SessionDep,
@@ -379,7 +381,8 @@ async def consent(
 # /logout -------------------------------------------------------------------------------------
 
 
-@router.api_route("/logout", methods=["GET", "POST"], response_class=HTMLResponse)
+@router.get("/logout", response_class=HTMLResponse, operation_id="logout_get")
+@router.post("/logout", response_class=HTMLResponse, operation_id="logout_post")
 async def logout(
     request: Request,
     session: SessionDep,
@@ -441,14 +444,16 @@ async def _logout_uris(authenticator: ClientAuthDep, client_id: str) -> tuple[st
     return client.post_logout_redirect_uris if client is not None else ()
 
 
+USERINFO_ERRORS: Final[dict[int | str, dict[str, Any]]] = {
+    401: {"description": "no valid access token with the openid scope"}
+}
+
+
 # /userinfo -----------------------------------------------------------------------------------
 
 
-@router.api_route(
-    "/userinfo",
-    methods=["GET", "POST"],
-    responses={401: {"description": "no valid access token with the openid scope"}},
-)
+@router.get("/userinfo", responses=USERINFO_ERRORS, operation_id="userinfo_get")
+@router.post("/userinfo", responses=USERINFO_ERRORS, operation_id="userinfo_post")
 async def userinfo(
     request: Request,
     session: SessionDep,
