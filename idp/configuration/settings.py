@@ -300,11 +300,6 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def token_audience(self) -> str | list[str]:
-        """`aud` as it goes into a token: a string for one audience, else the list."""
-        return self.audience[0] if len(self.audience) == 1 else list(self.audience)
-
-    @property
     def admin_token_audience(self) -> str:
         """The admin API's audience (IDP_ADMIN_AUDIENCE, else the issuer + `/admin`)."""
         return self.admin_audience or f"{self.issuer}/admin"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,3 +39,8 @@ async def update_or_conflict(
                 setattr(row, name, value)
     except IntegrityError as exc:
         raise ConflictError(message) from exc
+
+
+def insert_for(session: AsyncSession) -> Any:
+    """INSERT with ON CONFLICT in the session's dialect (PostgreSQL or SQLite)."""
+    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.models import (
@@ -19,11 +17,7 @@ from idp.models import (
     RolePermission,
     UsedAssertion,
 )
-
-
-def _insert_for(session: AsyncSession) -> Any:
-    """INSERT with ON CONFLICT in the session's dialect (PostgreSQL or SQLite)."""
-    return postgresql.insert if session.get_bind().dialect.name == "postgresql" else sqlite.insert
+from idp.repository.base import insert_for
 
 
 async def get(session: AsyncSession, client_id: str) -> Client | None:
@@ -102,7 +96,7 @@ async def role_names_of(session: AsyncSession, client_id: str) -> list[str]:
 async def add_role(session: AsyncSession, client_id: str, role_id: int) -> bool:
     """Link the role; False when the client already held it."""
     values = {"client_id": client_id, "role_id": role_id}
-    insert = _insert_for(session)
+    insert = insert_for(session)
     result = await session.execute(insert(ClientRole).values(**values).on_conflict_do_nothing())
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
@@ -114,20 +108,11 @@ async def remove_role(session: AsyncSession, client_id: str, role_id: int) -> bo
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
-async def clients_holding(session: AsyncSession, role_id: int) -> list[str]:
-    result = await session.execute(
-        select(ClientRole.client_id)
-        .where(ClientRole.role_id == role_id)
-        .order_by(ClientRole.client_id)
-    )
-    return list(result.scalars().all())
-
-
 async def record_assertion(
     session: AsyncSession, client_id: str, jti_hash: str, *, expires_at: datetime
 ) -> bool:
     """Remember an assertion id until it expires; False when it was already used."""
-    insert = _insert_for(session)
+    insert = insert_for(session)
     result = await session.execute(
         insert(UsedAssertion)
         .values(client_id=client_id, jti_hash=jti_hash, expires_at=expires_at)
@@ -139,10 +124,6 @@ async def record_assertion(
 async def purge_assertions(session: AsyncSession, *, before: datetime) -> int:
     result = await session.execute(delete(UsedAssertion).where(UsedAssertion.expires_at <= before))
     return int(result.rowcount)  # type: ignore[attr-defined]
-
-
-async def count(session: AsyncSession) -> int:
-    return int((await session.execute(select(func.count()).select_from(Client))).scalar_one())
 
 
 async def permission_codes(session: AsyncSession, client_id: str) -> set[str]:

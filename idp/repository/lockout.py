@@ -26,12 +26,12 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
 from idp.models import LoginFailure, User
 from idp.models.base import UTCDateTime
+from idp.repository.base import insert_for
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,8 +138,7 @@ async def count_address_attempt(
     session: AsyncSession, user_id: uuid.UUID, client_address: str, rule: Rule
 ) -> Count:
     """Count an attempt on the account from one client address (an upsert, atomic too)."""
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = insert_for(session)
     first_locks = rule.threshold <= 1
     values = insert(LoginFailure).values(
         user_id=user_id,

@@ -116,10 +116,6 @@ class AuthorizationRequest:
     def scopes(self) -> list[str]:
         return self.scope.split() if self.scope else []
 
-    @property
-    def is_oidc(self) -> bool:
-        return "openid" in self.scopes
-
     def redirect(self, values: Mapping[str, str]) -> str:
         """The redirect URI with `values`, `state` and RFC 9207 `iss` added to its query."""
         parts = urlsplit(self.redirect_uri)
