@@ -410,7 +410,7 @@ async def logout(
     target = params.get("post_logout_redirect_uri")
     if target is not None:
         client = await authenticator.client(client_id) if isinstance(client_id, str) else None
-        if client is None or target not in await _logout_uris(authenticator, client.id):
+        if client is None or target not in client.post_logout_redirect_uris:
             return _error_page(settings, "The post_logout_redirect_uri is not registered.")
     now = clock.now()
     found = await _signed_in(request, session, settings, now)
@@ -437,11 +437,6 @@ async def logout(
         _cookie(settings, "session"), path="/", secure=_secure(settings), httponly=True
     )
     return response
-
-
-async def _logout_uris(authenticator: ClientAuthDep, client_id: str) -> tuple[str, ...]:
-    client = await authenticator.client(client_id)
-    return client.post_logout_redirect_uris if client is not None else ()
 
 
 USERINFO_ERRORS: Final[dict[int | str, dict[str, Any]]] = {

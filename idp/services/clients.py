@@ -118,6 +118,12 @@ class RegisteredClient:
         """The audiences the client may ask for, idp's admin audience aside."""
         return list(self.audiences) if self.audiences is not None else list(settings.audience)
 
+    def requestable_audiences(self, settings: Settings) -> list[str]:
+        """Every audience the client may ask for: its own, and idp's admin one with
+        `admin_api`."""
+        allowed = self.allowed_audiences(settings)
+        return [*allowed, settings.admin_token_audience] if self.admin_api else allowed
+
     def default_audiences(self, settings: Settings) -> list[str]:
         if self.default_audience is not None:
             return [self.default_audience]
@@ -190,10 +196,7 @@ def select_audience(
     if not wanted:
         return list(within) if within is not None else client.default_audiences(settings)
     admin = settings.admin_token_audience
-    if within is not None:
-        allowed = list(within)
-    else:
-        allowed = client.allowed_audiences(settings) + ([admin] if client.admin_api else [])
+    allowed = list(within) if within is not None else client.requestable_audiences(settings)
     if any(value not in allowed for value in wanted):
         raise InvalidTargetError()
     if admin in wanted and len(wanted) > 1:
@@ -205,9 +208,7 @@ def audiences_still_allowed(
     settings: Settings, client: RegisteredClient, audience: Sequence[str]
 ) -> bool:
     """Whether a session's audiences are all still the client's to ask for."""
-    allowed = client.allowed_audiences(settings)
-    if client.admin_api:
-        allowed.append(settings.admin_token_audience)
+    allowed = client.requestable_audiences(settings)
     return all(value in allowed for value in audience)
 
 

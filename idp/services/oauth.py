@@ -202,7 +202,7 @@ async def _rotate(
         settings,
         refresh_token,
         client_id=client.id if client is not None else None,
-        allowed_audiences=_audiences_of(settings, client) if client is not None else None,
+        allowed_audiences=client.requestable_audiences(settings) if client is not None else None,
         now=now,
         final=client is not None and requested is None and not resources,
     )
@@ -241,11 +241,6 @@ async def _rotate(
             sid=str(family.browser_session_id) if family.browser_session_id else None,
         ),
     )
-
-
-def _audiences_of(settings: Settings, client: RegisteredClient) -> list[str]:
-    allowed = client.allowed_audiences(settings)
-    return [*allowed, settings.admin_token_audience] if client.admin_api else allowed
 
 
 async def _token_response(
@@ -513,12 +508,7 @@ async def revoke(
     make introspection refuse it).
     """
     if not _is_jws(token):
-        owner = await refresh_tokens.client_of(session, token)
-        if owner is None:
-            return
-        if owner != client.id:
-            raise UnauthorizedClientError("the token was issued to another client")
-        await refresh_tokens.revoke(session, token, now=now)
+        await refresh_tokens.revoke(session, token, client_id=client.id, now=now)
         return
     claims = _verified(settings, keyset, token, now)
     if claims is None:

@@ -20,6 +20,8 @@ from datetime import datetime, timedelta
 from typing import Any, Final, Protocol
 from urllib.parse import urlencode, urlsplit, urlunsplit
 
+from joserfc import jwt as jose_jwt
+from joserfc.errors import JoseError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from idp.configuration.exceptions import (
@@ -230,7 +232,7 @@ def _checked(
     nonce = params.get("nonce") or None
     if nonce is not None and len(nonce) > 500:
         raise fail("invalid_request", "nonce is too long")
-    if (request.state or "") and len(request.state or "") > 2000:
+    if request.state is not None and len(request.state) > 2000:
         raise fail("invalid_request", "state is too long")
     return replace(
         request,
@@ -422,14 +424,13 @@ def profile_claims(user: Person, scope: str | None) -> dict[str, Any]:
 def id_token_claims(keyset: KeySet, settings: Settings, token: str) -> dict[str, Any] | None:
     """The claims of an ID token we issued (signature and issuer checked, expiry not: a hint
     may be old); None for anything else."""
-    from joserfc import jwt as jose_jwt
-    from joserfc.errors import JoseError
-
     try:
-        header = jose_jwt.decode(token, lambda obj: _hint_key(keyset, obj), algorithms=None)
+        decoded = jose_jwt.decode(
+            token, lambda obj: _hint_key(keyset, obj), algorithms=sorted(keyset.algorithms)
+        )
     except (JoseError, ValueError, TypeError, KeyError):
         return None
-    claims = dict(header.claims)
+    claims = dict(decoded.claims)
     return claims if claims.get("iss") == settings.issuer else None
 
 

@@ -27,7 +27,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from idp.configuration import metrics
 from idp.configuration.clock import Clock
 from idp.configuration.database import Database
-from idp.configuration.exceptions import InvalidGrantError, ServiceUnavailableError
+from idp.configuration.exceptions import (
+    InvalidGrantError,
+    ServiceUnavailableError,
+    UnauthorizedClientError,
+)
 from idp.configuration.settings import Settings
 from idp.models import RefreshFamily, RefreshToken
 from idp.repository import refresh_tokens as refresh_repo
@@ -206,23 +210,19 @@ async def end_reused_family(
         )
 
 
-async def revoke(session: AsyncSession, token: str, *, now: datetime) -> bool:
-    """End the family of refresh token `token` (RFC 7009); False when the token is unknown."""
+async def revoke(session: AsyncSession, token: str, *, client_id: str, now: datetime) -> bool:
+    """End the family of refresh token `token` (RFC 7009); False when the token is unknown.
+    A token issued to another client than `client_id` is `UnauthorizedClientError`."""
     if not _plausible(token):
         return False
     found = await refresh_repo.find(session, hash_token(token))
     if found is None:
         return False
-    await revoke_family(session, found[1].id, now=now)
+    family = found[1]
+    if family.client_id != client_id:
+        raise UnauthorizedClientError("the token was issued to another client")
+    await revoke_family(session, family.id, now=now)
     return True
-
-
-async def client_of(session: AsyncSession, token: str) -> str | None:
-    """The client a refresh token (live or not) was issued to; None when unknown."""
-    if not _plausible(token):
-        return None
-    found = await refresh_repo.find(session, hash_token(token))
-    return None if found is None else found[1].client_id
 
 
 async def revoke_family(session: AsyncSession, family_id: uuid.UUID, *, now: datetime) -> bool:
