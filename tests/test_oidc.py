@@ -379,3 +379,20 @@ async def test_cors_only_for_registered_origins(client: AsyncClient, spa: None) 
     assert jwks.headers["access-control-allow-origin"] == "*"
     page = await client.get("/authorize", headers={"Origin": "http://127.0.0.1:9999"})
     assert "access-control-allow-origin" not in page.headers
+
+
+async def test_malformed_sign_in_requests_get_the_error_page(
+    client: AsyncClient, spa: None
+) -> None:
+    _verifier, challenge = pkce()
+    repeated = "&".join(f"{k}={v}" for k, v in authorize_params(challenge).items())
+    for url in (f"/authorize?{repeated}&state=again", "/logout?state=a&state=b"):
+        page = await client.get(url)
+        assert page.status_code == 400, url
+        assert "cannot continue" in page.text
+    bad_utf8 = await client.post(
+        "/login",
+        content=b"username=%ff",
+        headers={"Content-Type": "application/x-www-form-urlencoded", "Origin": ISSUER},
+    )
+    assert bad_utf8.status_code == 403  # no valid form, so no valid CSRF token either

@@ -15,7 +15,7 @@ import secrets
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Final
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
@@ -27,6 +27,7 @@ from idp.configuration.exceptions import (
     InvalidTokenError,
 )
 from idp.configuration.settings import Settings
+from idp.controllers.forms import form_pairs, split_values
 from idp.controllers.oauth import ClientAuthDep
 from idp.dependencies.authentication import KeySetDep
 from idp.dependencies.client import ClientAddressDep
@@ -44,7 +45,7 @@ _jinja = Environment(
     loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(["html"]), auto_reload=False
 )
 _CSS: Final = (TEMPLATES / "idp.css").read_bytes()
-MAX_FORM_BYTES: Final = 16_384
+MAX_FORM_FIELDS: Final = 60
 # The form fields of our own pages, never part of the authorization request they carry.
 _PAGE_FIELDS: Final = frozenset({"csrf", "username", "password", "decision"})
 LOGIN_FAILED: Final = "Invalid username or password."
@@ -128,24 +129,17 @@ def _see_other(location: str) -> RedirectResponse:
     return RedirectResponse(location, status_code=303, headers={"Cache-Control": "no-store"})
 
 
-async def _form(request: Request) -> dict[str, str] | None:
-    """A small urlencoded form as single values; None if it is not one."""
-    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if media_type != "application/x-www-form-urlencoded":
-        return None
-    body = await request.body()
-    if len(body) > MAX_FORM_BYTES:
-        return None
+async def _params(request: Request) -> dict[str, str] | None:
+    """A GET's query or a POST's form as single values; None if malformed or a parameter
+    repeats."""
     try:
-        pairs = parse_qsl(body.decode("utf-8"), keep_blank_values=True, max_num_fields=60)
-    except (UnicodeDecodeError, ValueError):
+        if request.method == "POST":
+            pairs = await form_pairs(request, max_fields=MAX_FORM_FIELDS)
+        else:
+            pairs = request.query_params.multi_items()
+        return split_values(pairs)[0]
+    except InvalidRequestError:
         return None
-    form: dict[str, str] = {}
-    for name, value in pairs:
-        if name in form:
-            return None
-        form[name] = value
-    return form
 
 
 def _same_origin_post(request: Request, settings: Settings, form: dict[str, str]) -> bool:
@@ -186,14 +180,9 @@ async def authorize(
     """The authorization endpoint (RFC 6749 section 3.1, OpenID Connect Core 3.1.2): signs the
     user in (or reuses their browser session), asks a third-party client's consent, then
     redirects to the client with a code. `response_type=code` only, PKCE S256."""
-    if request.method == "POST":
-        params = await _form(request)
-        if params is None:
-            return _error_page(settings, "The request is not a valid form.")
-    else:
-        params = dict(request.query_params)
-        if len(params) != len(request.query_params.multi_items()):
-            return _error_page(settings, "A parameter is repeated.")
+    params = await _params(request)
+    if params is None:
+        return _error_page(settings, "The request is malformed or repeats a parameter.")
     auth_request = await _parsed(params, settings, authenticator)
     if isinstance(auth_request, Response):
         return auth_request
@@ -274,7 +263,7 @@ async def _posted_request(
 ) -> tuple[dict[str, str], AuthorizationRequest] | Response:
     """The form of one of our pages and the authorization request it carries, or the page
     that refuses it."""
-    form = await _form(request)
+    form = await _params(request)
     if form is None or not _same_origin_post(request, settings, form):
         return _error_page(settings, "The form expired or came from elsewhere; start again.", 403)
     params = {name: value for name, value in form.items() if name not in _PAGE_FIELDS}
@@ -394,14 +383,11 @@ async def logout(
     """OpenID Connect RP-initiated logout. With an `id_token_hint` of the signed-in user the
     session ends at once; otherwise the user confirms (a CSRF-checked POST). Afterwards the
     browser goes to `post_logout_redirect_uri` if the client registered it, else a page."""
-    if request.method == "POST":
-        form = await _form(request)
-        if form is None:
-            return _error_page(settings, "The request is not a valid form.")
-        confirmed = _same_origin_post(request, settings, form)
-        params = {name: value for name, value in form.items() if name not in _PAGE_FIELDS}
-    else:
-        params, confirmed = dict(request.query_params), False
+    form = await _params(request)
+    if form is None:
+        return _error_page(settings, "The request is malformed or repeats a parameter.")
+    confirmed = request.method == "POST" and _same_origin_post(request, settings, form)
+    params = {name: value for name, value in form.items() if name not in _PAGE_FIELDS}
     hint = params.get("id_token_hint")
     claims = oidc.id_token_claims(keyset, settings, hint) if hint else None
     if hint and claims is None:

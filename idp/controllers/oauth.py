@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Annotated, Any, Final
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
@@ -26,6 +25,7 @@ from idp.configuration.exceptions import (
     UnsupportedGrantTypeError,
 )
 from idp.configuration.settings import Settings
+from idp.controllers.forms import FORM_TYPE, form_pairs, split_values
 from idp.dependencies.authentication import KeySetDep, get_caller, get_token_claims
 from idp.dependencies.client import ClientAddressDep
 from idp.dependencies.clock import ClockDep
@@ -39,7 +39,6 @@ from idp.services.ratelimit import RateLimiter
 
 router = APIRouter(tags=["oauth"])
 
-FORM_TYPE: Final = "application/x-www-form-urlencoded"
 MAX_FIELDS: Final = 100
 # RFC 8707 `resource` and the `audience` many clients send instead may repeat.
 REPEATABLE: Final = frozenset({"resource", "audience"})
@@ -67,28 +66,7 @@ class OAuthForm:
 async def read_form(request: Request) -> OAuthForm:
     """The request's form; `invalid_request` for another media type, bad UTF-8, too many
     fields, or a parameter sent twice (RFC 6749 section 3.1)."""
-    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
-    if media_type != FORM_TYPE:
-        raise InvalidRequestError(f"the body must be {FORM_TYPE}")
-    body = await request.body()
-    try:
-        pairs = parse_qsl(
-            body.decode("utf-8"),
-            keep_blank_values=True,
-            max_num_fields=MAX_FIELDS,
-            errors="strict",
-        )
-    except (UnicodeDecodeError, ValueError):
-        raise InvalidRequestError("the form is not valid UTF-8 or has too many fields") from None
-    single: dict[str, str] = {}
-    repeated: dict[str, list[str]] = {}
-    for name, value in pairs:
-        if name in REPEATABLE:
-            repeated.setdefault(name, []).append(value)
-        elif name in single:
-            raise InvalidRequestError(f"parameter {name[:40]!r} is repeated")
-        else:
-            single[name] = value
+    single, repeated = split_values(await form_pairs(request, max_fields=MAX_FIELDS), REPEATABLE)
     # The docs page's token URL carries `resource` in its query (see idp.main).
     if "resource" not in repeated and (query := request.query_params.getlist("resource")):
         repeated["resource"] = query
