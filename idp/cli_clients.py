@@ -233,10 +233,9 @@ def clients_list(as_json: JsonOption = False) -> None:
     """List clients: id, type, auth method, enabled, grants, roles."""
 
     async def work(session: AsyncSession, _settings: Settings) -> list[ClientOut]:
-        return [
-            await clients_service.describe(session, client)
-            for client in await clients_service.list_clients(session)
-        ]
+        return await clients_service.describe_all(
+            session, await clients_service.list_clients(session)
+        )
 
     clients = run_in_session(work)
     if as_json:

@@ -12,7 +12,6 @@ import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute
 from httpx import AsyncClient, Response
-from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from idp.configuration.constants import PERMISSIONS
@@ -23,7 +22,7 @@ from idp.schemas.roles import RoleCreate
 from idp.services import roles as roles_service
 from idp.services import users as users_service
 from idp.services.permissions import SYSTEM
-from tests.helpers import PASSWORD, admin_login, bearer, login, make_user
+from tests.helpers import PASSWORD, admin_login, bearer, login, make_user, sql_statements
 
 Headers = dict[str, str]
 
@@ -759,16 +758,8 @@ async def test_changes_outside_the_api_are_audited_as_system(
 @pytest.fixture
 def statements(engine: AsyncEngine) -> Iterator[list[str]]:
     """Every SQL statement the engine sends while the test runs."""
-    sent: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        sent.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", count)
-    try:
+    with sql_statements(engine) as sent:
         yield sent
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", count)
 
 
 async def test_listing_users_costs_the_same_statements_whatever_the_page_size(

@@ -16,7 +16,7 @@ from httpx import ASGITransport, AsyncClient, Response
 from joserfc import jwt as jose_jwt
 from joserfc.jwk import ECKey, RSAKey
 from sqlalchemy import select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from idp.configuration.database import Database
 from idp.configuration.settings import Settings
@@ -30,7 +30,16 @@ from idp.services.client_auth import ASSERTION_TYPE
 from idp.services.keyring import KeyRing
 from idp.services.permissions import SYSTEM
 from tests.conftest import AUDIENCE, ISSUER
-from tests.helpers import PASSWORD, bearer, hs256, login, make_client, make_user, refresh
+from tests.helpers import (
+    PASSWORD,
+    bearer,
+    hs256,
+    login,
+    make_client,
+    make_user,
+    refresh,
+    sql_statements,
+)
 
 TOKEN_URL = f"{ISSUER}/token"
 
@@ -663,3 +672,21 @@ async def test_basic_with_an_empty_secret_names_a_public_client(
     refused = await client.post("/token", data=data, headers=basic("backend", ""))
     assert refused.status_code == 401
     assert refused.headers["www-authenticate"].startswith("Basic")
+
+
+async def test_describing_many_clients_costs_the_same_statements_as_one(
+    session: AsyncSession, settings: Settings, engine: AsyncEngine
+) -> None:
+    await roles_service.create_role(session, RoleCreate(name="svc"), actor=SYSTEM)
+    for index in range(5):
+        await make_client(
+            session, settings, f"svc-{index}", client_type="confidential", roles=["svc"]
+        )
+    everyone = await clients_service.list_clients(session)
+    with sql_statements(engine) as many:
+        described = await clients_service.describe_all(session, everyone)
+    with sql_statements(engine) as one:
+        await clients_service.describe_all(session, everyone[:1])
+    assert len(many) == len(one)
+    assert {c.client_id: c.roles for c in described}["svc-3"] == ["svc"]
+    assert all(len(c.secrets) == 1 for c in described if c.client_id.startswith("svc-"))

@@ -7,17 +7,15 @@ import asyncio
 import base64
 import json
 import threading
-from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi import FastAPI
 from httpx import AsyncClient, Response
 from joserfc import jws
-from sqlalchemy import event, select, update
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from idp.configuration.database import Database
@@ -34,23 +32,8 @@ from idp.services.permissions import SYSTEM
 from idp.services.ratelimit import RateLimiter
 from tests.conftest import make_settings
 from tests.helpers import PASSWORD, ManualClock, login, make_user
+from tests.helpers import sql_statements as statements
 from tests.lockout_helpers import CheckCounter, client_at
-
-
-@contextmanager
-def statements(engine: AsyncEngine) -> Iterator[list[str]]:
-    """The SQL statements sent to the database while the block runs."""
-    seen: list[str] = []
-
-    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        seen.append(statement)
-
-    event.listen(engine.sync_engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        event.remove(engine.sync_engine, "before_cursor_execute", record)
-
 
 # 4. Enumeration by timing with passwords bcrypt cannot check ------------------------------
 

@@ -52,10 +52,7 @@ BUILT_IN: Final[Responses] = {
 @router.get("", response_model=list[ClientOut])
 async def list_clients(_actor: ClientsRead, session: SessionDep) -> list[ClientOut]:
     """Every registered client by id, with its roles and its secrets' hints (never a secret)."""
-    return [
-        await clients_service.describe(session, client)
-        for client in await clients_service.list_clients(session)
-    ]
+    return await clients_service.describe_all(session, await clients_service.list_clients(session))
 
 
 @router.post(

@@ -21,7 +21,6 @@ from idp.configuration.exceptions import (
     InvalidClientError,
     InvalidRequestError,
     PermissionDeniedError,
-    TooManyRequestsError,
     UnsupportedGrantTypeError,
 )
 from idp.configuration.settings import Settings
@@ -35,7 +34,7 @@ from idp.services import clients, oauth
 from idp.services import permissions as permissions_service
 from idp.services.client_auth import ClientAuthenticator, credentials_from
 from idp.services.keyring import KeySet
-from idp.services.ratelimit import RateLimiter
+from idp.services.ratelimit import TOO_MANY_LOGINS, RateLimiter
 
 router = APIRouter(tags=["oauth"])
 
@@ -155,7 +154,9 @@ async def token(request: Request, form: FormDep, client_address: ClientAddressDe
     now = clock.now()
     with metrics.count_outcome(counter):
         if grant_type == "password":
-            _limit_password_checks(request, client_address)
+            # IDP_TOKEN_RATE_LIMIT password checks per address and minute, before any bcrypt.
+            rate_limiter: RateLimiter = state.token_rate_limiter
+            rate_limiter.spend(client_address, TOO_MANY_LOGINS)
         credentials = credentials_from(request.headers.get("authorization"), form.single)
         client = await authenticator.authenticate(
             credentials, address=client_address, endpoint=f"{settings.issuer}/token", now=now
@@ -219,16 +220,6 @@ async def token(request: Request, form: FormDep, client_address: ClientAddressDe
                 resources=form.resources(),
             )
     return JSONResponse(result.model_dump(exclude_none=True), headers=NO_STORE)
-
-
-def _limit_password_checks(request: Request, client_address: str) -> None:
-    """IDP_TOKEN_RATE_LIMIT password grants per address and minute, before any bcrypt work."""
-    limiter: RateLimiter = request.app.state.token_rate_limiter
-    retry_after = limiter.hit(client_address)
-    if retry_after is not None:
-        raise TooManyRequestsError(
-            retry_after, "too many login attempts from this address; retry later"
-        )
 
 
 @router.post(

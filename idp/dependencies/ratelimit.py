@@ -7,7 +7,7 @@ from fastapi import Request
 from idp.configuration import metrics
 from idp.configuration.exceptions import TooManyRequestsError
 from idp.dependencies.client import ClientAddressDep
-from idp.services.ratelimit import RateLimiter
+from idp.services.ratelimit import TOO_MANY_LOGINS, RateLimiter
 
 
 async def limit_password_check(request: Request, client_address: ClientAddressDep) -> None:
@@ -18,9 +18,8 @@ async def limit_password_check(request: Request, client_address: ClientAddressDe
 
 def _take(request: Request, client_address: str) -> None:
     limiter: RateLimiter = request.app.state.token_rate_limiter
-    retry_after = limiter.hit(client_address)
-    if retry_after is not None:
+    try:
+        limiter.spend(client_address, TOO_MANY_LOGINS)
+    except TooManyRequestsError:
         metrics.LOGINS.labels(outcome=metrics.RATE_LIMITED).inc()
-        raise TooManyRequestsError(
-            retry_after, "too many login attempts from this address; retry later"
-        )
+        raise

@@ -142,3 +142,34 @@ async def enabled_redirect_uris(session: AsyncSession) -> list[str]:
     """Every redirect URI of every enabled client."""
     result = await session.execute(select(Client.redirect_uris).where(Client.enabled.is_(True)))
     return [uri for uris in result.scalars().all() for uri in uris or []]
+
+
+async def secrets_by_client(
+    session: AsyncSession, client_ids: Sequence[str]
+) -> dict[str, list[ClientSecret]]:
+    """The secrets of each of the clients, oldest first, in one statement."""
+    result = await session.execute(
+        select(ClientSecret)
+        .where(ClientSecret.client_id.in_(client_ids))
+        .order_by(ClientSecret.created_at)
+    )
+    found: dict[str, list[ClientSecret]] = {client_id: [] for client_id in client_ids}
+    for secret in result.scalars():
+        found[secret.client_id].append(secret)
+    return found
+
+
+async def role_names_by_client(
+    session: AsyncSession, client_ids: Sequence[str]
+) -> dict[str, list[str]]:
+    """The role names of each of the clients, sorted, in one statement."""
+    result = await session.execute(
+        select(ClientRole.client_id, Role.name)
+        .join(Role, Role.id == ClientRole.role_id)
+        .where(ClientRole.client_id.in_(client_ids))
+        .order_by(Role.name)
+    )
+    found: dict[str, list[str]] = {client_id: [] for client_id in client_ids}
+    for client_id, name in result.all():
+        found[client_id].append(name)
+    return found

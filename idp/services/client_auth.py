@@ -149,6 +149,7 @@ class ClientAuthenticator:
         self.failures = RateLimiter(settings.client_auth_failure_limit)
         self._pepper = pepper
         self._jwks: dict[str, tuple[float, float, KeySet]] = {}
+        self._inline_jwks: dict[str, tuple[dict[str, Any], KeySet]] = {}
 
     @property
     def pepper(self) -> bytes:
@@ -282,10 +283,16 @@ class ClientAuthenticator:
 
     async def _client_keys(self, client: RegisteredClient, *, refresh: bool = False) -> KeySet:
         if client.jwks is not None:
+            # Parsed once per registration snapshot (the cache hands out the same object).
+            parsed = self._inline_jwks.get(client.id)
+            if parsed is not None and parsed[0] is client.jwks:
+                return parsed[1]
             try:
-                return KeySet.import_key_set(client.jwks)  # type: ignore[arg-type]
+                keys = KeySet.import_key_set(client.jwks)  # type: ignore[arg-type]
             except (JoseError, ValueError, TypeError, KeyError):
                 raise InvalidClientError() from None
+            self._inline_jwks[client.id] = (client.jwks, keys)
+            return keys
         assert client.jwks_uri is not None
         uri = client.jwks_uri
         now = time.monotonic()

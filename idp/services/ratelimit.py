@@ -10,6 +10,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
+from typing import Final
+
+from idp.configuration.exceptions import TooManyRequestsError
+
+TOO_MANY_LOGINS: Final = "too many login attempts from this address; retry later"
 
 
 class RateLimiter:
@@ -36,6 +41,12 @@ class RateLimiter:
     @property
     def enabled(self) -> bool:
         return self.capacity > 0
+
+    def spend(self, key: str, message: str) -> None:
+        """`hit`, refusing with `TooManyRequestsError` (429, `Retry-After`) past the limit."""
+        retry_after = self.hit(key)
+        if retry_after is not None:
+            raise TooManyRequestsError(retry_after, message)
 
     def exhausted(self, key: str) -> int | None:
         """Like `hit` without taking a token: for limits that only failures spend."""
